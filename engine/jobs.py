@@ -53,7 +53,7 @@ class TransferSettings:
 
     size: int = 512
     iterations: int = 500
-    style_strength: float = 1e3
+    style_strength: float = 1e4
     content_layers: tuple[tuple[str, float], ...] = PAPER_CONTENT_LAYERS
     style_layers: tuple[tuple[str, float], ...] = PAPER_STYLE_LAYERS
     tv_weight: float = 0.0
@@ -125,6 +125,19 @@ def settings_problems(s: TransferSettings) -> list[str]:
     return problems
 
 
+def style_blend_weights(settings: TransferSettings, count: int) -> tuple[float, ...]:
+    """Normalised weights of `count` style images (equal when none are given)."""
+    if not settings.style_blend:
+        return tuple(1.0 / count for _ in range(count))
+    if len(settings.style_blend) != count:
+        raise ValueError(
+            f"{len(settings.style_blend)} style blend weights were given for {count} style "
+            f"image{'s' if count != 1 else ''}; give one weight per style image"
+        )
+    total = sum(settings.style_blend)
+    return tuple(w / total for w in settings.style_blend)
+
+
 # A preset is a named bundle of overrides (documented in the README).
 # "photo": photo-to-photo transfer (e.g. a daytime city to a night city). Style
 # statistics from the shallow layers only carry colour and fine texture without
@@ -135,7 +148,7 @@ PRESET_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
     "photo": {
         "content_layers": (("conv2_2", 0.5), ("conv4_2", 1.0)),
         "style_layers": (("conv1_1", 1.0), ("conv2_1", 1.0), ("conv3_1", 1.0), ("conv4_1", 0.5)),
-        "style_strength": 1e2,
+        "style_strength": 1e3,
         "tv_weight": 1e-3,
         "init": "content",
         "color": "none",

@@ -1,0 +1,212 @@
+"""`python -m engine CONTENT STYLE [STYLE ...] -o OUT` — a thin shell around Engine.stylize."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from engine.config import ConfigError, load_engine_config
+from engine.errors import InputError
+from engine.jobs import (COLOR_MODES, HISTOGRAM_METHODS, INIT_MODES, OPTIMIZERS, OUTPUT_FORMATS,
+                         POOLING_MODES, PRECISIONS, PRESETS, TransferSettings, apply_preset,
+                         style_blend_weights)
+
+EXIT_BAD_INPUT = 2
+EXIT_WEIGHTS = 3
+EXIT_INTERNAL = 1
+FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def parse_layers(text: str) -> tuple[tuple[str, float], ...]:
+    """'conv4_2' or 'conv1_1:1,conv2_1:0.5' -> (('conv1_1', 1.0), ('conv2_1', 0.5))."""
+    layers = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition(":")
+        try:
+            layers.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad layer weight in {part!r}; write NAME or NAME:WEIGHT")
+    return tuple(layers)
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Repaint a photo in the style of one or more paintings "
+                    "(Gatys, Ecker & Bethge, CVPR 2016). Options left out come from the config file.",
+    )
+    p.add_argument("content", type=Path, help="the photo")
+    p.add_argument("styles", type=Path, nargs="+", help="one or more style images (blended)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file (.png, .jpg or .webp)")
+    p.add_argument("--config", type=Path, help="your TOML settings file (over config/default.toml)")
+    p.add_argument("--preset", choices=PRESETS, help="'photo' for photo-to-photo transfer")
+    p.add_argument("--size", type=int, help="longest side of the output, px")
+    p.add_argument("--iterations", type=int, help="optimiser iterations (network passes)")
+    p.add_argument("--style-strength", type=float, help="beta/alpha: how much the style counts")
+    p.add_argument("--content-layers", type=parse_layers, help="e.g. conv4_2 or conv2_2:0.5,conv4_2:1")
+    p.add_argument("--style-layers", type=parse_layers, help="e.g. conv1_1:1,conv2_1:1,conv3_1:1")
+    p.add_argument("--tv-weight", type=float, help="total-variation smoothing weight (0 = off)")
+    p.add_argument("--init", choices=INIT_MODES, help="start from the photo, noise, or a blend")
+    p.add_argument("--noise-ratio", type=float, help="noise fraction for --init blend (0..1)")
+    p.add_argument("--seed", type=int, help="random seed: same inputs + seed = same output on CPU")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--learning-rate", type=float, help="Adam step size on 0..255 pixels")
+    p.add_argument("--color", choices=COLOR_MODES, help="colour preservation mode")
+    p.add_argument("--histogram-method", choices=HISTOGRAM_METHODS)
+    p.add_argument("--style-blend", type=parse_floats, help="weights for several styles, e.g. 0.7,0.3")
+    p.add_argument("--style-scale", type=float, help="style image size relative to the output")
+    p.add_argument("--pooling", choices=POOLING_MODES)
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--weights", help="'auto', 'random' (offline testing, not art) or a .h5/.mat path")
+    p.add_argument("--models-dir", type=Path, help="where weights are stored and downloaded")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: from -o's extension)")
+    p.add_argument("--quality", type=int, help="JPEG/WebP quality 1-95")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+OPTION_TO_SETTING = {
+    "size": "size", "iterations": "iterations", "style_strength": "style_strength",
+    "content_layers": "content_layers", "style_layers": "style_layers", "tv_weight": "tv_weight",
+    "init": "init", "noise_ratio": "noise_ratio", "seed": "seed", "optimizer": "optimizer",
+    "learning_rate": "learning_rate", "color": "color", "histogram_method": "histogram_method",
+    "style_blend": "style_blend", "style_scale": "style_scale", "pooling": "pooling",
+    "precision": "precision",
+}
+
+
+def settings_from_args(args: argparse.Namespace, base: TransferSettings) -> TransferSettings:
+    settings = apply_preset(base, args.preset) if args.preset else base
+    changes = {field: getattr(args, opt) for opt, field in OPTION_TO_SETTING.items()
+               if getattr(args, opt) is not None}
+    return replace(settings, **changes)  # validates, listing every problem at once
+
+
+def output_format(args: argparse.Namespace, default: str) -> str:
+    if args.format:
+        return args.format
+    suffix = args.output.suffix.lower()
+    if suffix in FORMAT_BY_SUFFIX:
+        return FORMAT_BY_SUFFIX[suffix]
+    if suffix:
+        raise ValueError(f"{args.output}: unknown output extension {suffix!r}; use .png, .jpg or .webp")
+    return default
+
+
+def check_output_path(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as {path / 'out.png'}")
+    if not folder.is_dir():
+        raise ValueError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{path}: the folder {folder} is not writable")
+
+
+def fail(code: int, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our messages
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Validate everything cheap before loading TensorFlow and the weights.
+    try:
+        config = load_engine_config(args.config)
+        settings = settings_from_args(args, config.transfer)
+        fmt = output_format(args, config.output.format)
+        quality = args.quality if args.quality is not None else config.output.quality
+        check_output_path(args.output)
+        from engine import images
+
+        content = images.read_image_file(args.content, limits=config.limits)
+        styles = [images.read_image_file(path, limits=config.limits) for path in args.styles]
+        style_blend_weights(settings, len(styles))
+    except (ConfigError, ValueError, InputError) as e:
+        return fail(EXIT_BAD_INPUT, str(e))
+
+    from engine.weights import WeightsError, load_weights
+
+    source = args.weights or config.weights.source
+    models_dir = args.models_dir or config.weights.models_path()
+    try:
+        weights = load_weights(source, models_dir=models_dir, random_seed=config.weights.random_seed,
+                               on_progress=None if args.quiet else download_bar())
+    except WeightsError as e:
+        return fail(EXIT_WEIGHTS, str(e))
+    if weights.is_random:
+        print("WARNING: using RANDOM VGG-19 weights (--weights random). This tests the pipeline "
+              "offline; the output is a texture, NOT art.", file=sys.stderr)
+
+    from engine.transfer import Engine
+
+    bar = None if args.quiet else iteration_bar(settings.iterations)
+    try:
+        result = Engine(weights).stylize(content.rgb, [s.rgb for s in styles], settings,
+                                         on_progress=bar)
+    except KeyboardInterrupt:
+        return fail(130, "interrupted")
+    finally:
+        if bar is not None:
+            bar.close()
+    data = images.encode_image(result.image, format=fmt, quality=quality, alpha=content.alpha)
+    tmp = args.output.with_name(args.output.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, args.output)
+    height, width = result.image.shape[:2]
+    print(f"wrote {args.output} ({width}x{height}, {result.iterations} iterations, seed {result.seed}, "
+          f"{result.elapsed:.1f} s)", file=sys.stderr)
+    return 0
+
+
+class iteration_bar:
+    """A tqdm bar fed by Progress events."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, progress) -> None:
+        self.bar.total = progress.total
+        self.bar.n = progress.iteration
+        self.bar.set_postfix(loss=f"{progress.losses.get('total', 0):.4g}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def download_bar():
+    state = {}
+
+    def on_progress(done: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr,
+                                desc="downloading VGG-19 weights")
+        state["bar"].n = done
+        state["bar"].refresh()
+        if total is not None and done >= total:
+            state["bar"].close()
+
+    return on_progress
+
+
+if __name__ == "__main__":
+    sys.exit(main())

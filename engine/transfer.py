@@ -1,0 +1,327 @@
+"""`Engine.stylize()`: setup, targets, the optimisation loop and progress.
+
+Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks"
+(CVPR 2016), with the colour preservation of Gatys et al. (2016) and the usual
+extensions (several styles, style scale). The Engine holds the weights and the
+compiled networks, so a worker process builds it once and keeps it warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from engine import backends, color, images, losses, optimize
+from engine.errors import Cancelled
+from engine.jobs import JobRequest, JobResult, Progress, TransferSettings, style_blend_weights
+from engine.vgg import FeatureNetwork, deepest_layer
+from engine.weights import VGGWeights
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Progress], None]
+StopCheck = Callable[[], bool]
+
+PIXEL_MIN, PIXEL_MAX = 0.0, 255.0
+NOISE_AMPLITUDE = 20.0  # uniform(-20, 20) around the mean pixel, as in the classic TF notebooks
+
+
+@dataclass(frozen=True)
+class StylizeResult:
+    image: np.ndarray  # float32 (H, W, 3), RGB 0..255
+    seed: int
+    iterations: int
+    losses: Mapping[str, float]
+    elapsed: float
+
+
+@dataclass
+class Targets:
+    """What the output must match, computed once per job (never per step)."""
+
+    content: list[np.ndarray]
+    style_grams: list[np.ndarray]
+
+
+# --- small pure helpers -------------------------------------------------------------------
+
+
+def resolve_seed(seed: int | None) -> int:
+    return secrets.randbelow(2**31) if seed is None else int(seed)
+
+
+def initial_image(content: np.ndarray, mode: str, noise_ratio: float, seed: int,
+                  mean_rgb: np.ndarray) -> np.ndarray:
+    """content, white noise around the mean pixel (the paper), or a blend of both."""
+    if mode == "content":
+        return content.copy()
+    rng = np.random.default_rng(seed)
+    noise = mean_rgb + rng.uniform(-NOISE_AMPLITUDE, NOISE_AMPLITUDE, content.shape)
+    if mode == "noise":
+        return noise.astype(np.float32)
+    return (noise_ratio * noise + (1.0 - noise_ratio) * content).astype(np.float32)
+
+
+# Reference output size at which `style_strength` is exactly the paper's β/α.
+REFERENCE_PIXELS = 512 * 512
+
+
+def content_scale(height: int, width: int) -> float:
+    """α multiplier that keeps the content/style balance independent of image size.
+
+    The paper's content loss sums over positions while its style loss (E_l with the
+    1/M_l^2 factor) does not grow with the image, so at a fixed β/α a bigger image
+    gets less style. Scaling α by M_ref/M keeps the look the same at every size and
+    across the scales of a pyramid; at 512x512 pixels it is exactly the paper's loss.
+    """
+    return REFERENCE_PIXELS / float(height * width)
+
+
+def style_size(settings: TransferSettings) -> int:
+    return max(16, round(settings.size * settings.style_scale))
+
+
+def progress_bar_total(settings: TransferSettings) -> int:
+    return settings.iterations
+
+
+# --- the loss on one image, built once per network and layer set ----------------------------
+
+
+class Objective:
+    """α·L_content + β·L_style + tv·L_tv (Gatys et al. 2016, Eq. 7), on an RGB image."""
+
+    def __init__(self, network: FeatureNetwork, content_layers: Sequence[str],
+                 style_layers: Sequence[str]) -> None:
+        self.content_layers = tuple(content_layers)
+        self.style_layers = tuple(style_layers)
+        self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
+        self.model = network.submodel(self.layers)
+        self.mean_bgr = network.mean_bgr
+        self.step = backends.current().value_and_grad(self.__call__)
+
+    def __call__(self, image, content_targets, style_targets, content_weights, style_weights,
+                 tv_weight):
+        # content_weights and tv_weight arrive scaled by content_scale().
+        bgr = ops.flip(image, axis=-1) - self.mean_bgr
+        outputs = self.model(bgr[None], training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        by_name = dict(zip(self.layers, outputs))
+        content = losses.weighted_sum(
+            [losses.content_loss(by_name[n][0], t) for n, t in zip(self.content_layers, content_targets)],
+            [content_weights[i] for i in range(len(self.content_layers))],
+        )
+        style = losses.weighted_sum(
+            [losses.style_layer_loss(losses.gram_matrix(by_name[n][0]), t)
+             for n, t in zip(self.style_layers, style_targets)],
+            [style_weights[i] for i in range(len(self.style_layers))],
+        )
+        tv = losses.total_variation_loss(image)
+        total = content + style + tv_weight * tv
+        return total, {"content": content, "style": style, "tv": tv}
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """Weights plus compiled networks, kept warm across jobs."""
+
+    weights: VGGWeights
+    _networks: dict = field(default_factory=dict, repr=False)
+    _objectives: dict = field(default_factory=dict, repr=False)
+
+    def describe(self) -> dict[str, str]:
+        info = dict(backends.current().describe())
+        info["weights"] = self.weights.source
+        return info
+
+    def network(self, settings: TransferSettings) -> FeatureNetwork:
+        key = (settings.pooling, settings.precision)
+        if key not in self._networks:
+            # Build up to conv5_1 once; each job's model is pruned to its own deepest layer.
+            deepest = deepest_layer(["conv5_1", *self._layer_names(settings)])
+            self._networks[key] = FeatureNetwork(self.weights, pooling=settings.pooling,
+                                                 precision=settings.precision, deepest=deepest)
+        network = self._networks[key]
+        needed = deepest_layer(self._layer_names(settings))
+        if needed not in network.layer_names:  # a deeper layer than built (conv5_2+)
+            network = FeatureNetwork(self.weights, pooling=settings.pooling,
+                                     precision=settings.precision, deepest=needed)
+            self._networks[key] = network
+        return network
+
+    @staticmethod
+    def _layer_names(settings: TransferSettings) -> list[str]:
+        return [n for n, _ in settings.content_layers] + [n for n, _ in settings.style_layers]
+
+    def objective(self, settings: TransferSettings) -> Objective:
+        network = self.network(settings)
+        content = tuple(n for n, _ in settings.content_layers)
+        style = tuple(n for n, _ in settings.style_layers)
+        key = (id(network), content, style)
+        if key not in self._objectives:
+            self._objectives[key] = Objective(network, content, style)
+        return self._objectives[key]
+
+    # -- stylize: setup, targets, loop -----------------------------------------------------
+
+    def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray],
+                settings: TransferSettings = TransferSettings(), *,
+                on_progress: ProgressCallback | None = None,
+                should_stop: StopCheck | None = None) -> StylizeResult:
+        """Repaint `content` (RGB 0..255, any size) in the style of `styles`.
+
+        Returns the image at `settings.size` on its longest side. Progress is reported
+        after every network evaluation; `should_stop` is checked between evaluations.
+        """
+        if not styles:
+            raise ValueError("at least one style image is needed")
+        started = time.perf_counter()
+        seed = resolve_seed(settings.seed)
+        blend = style_blend_weights(settings, len(styles))
+        content = images.resize_longest(np.asarray(content, np.float32), settings.size)
+        styles = [images.resize_longest(np.asarray(s, np.float32), style_size(settings)) for s in styles]
+        content_seen, styles_seen = self._apply_color_mode(content, styles, settings)
+
+        objective = self.objective(settings)
+        targets = self._targets(objective, content_seen, styles_seen, blend)
+        mean_rgb = objective.mean_bgr[::-1]
+        x0 = initial_image(content_seen, settings.init, settings.noise_ratio, seed, mean_rgb)
+
+        reporter = _Reporter(settings, on_progress, should_stop, started, shape=x0.shape)
+        args = self._step_args(settings, objective, targets, content_scale(*x0.shape[:2]))
+
+        def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+            image = x.reshape(x0.shape).astype(np.float32)
+            loss, grad, terms = objective.step(image, *args)
+            reporter.evaluated(image, loss, terms)
+            return loss, grad
+
+        run = optimize.lbfgs if settings.optimizer == "lbfgs" else optimize.adam
+        kwargs = {"learning_rate": settings.learning_rate} if settings.optimizer == "adam" else {}
+        x = run(evaluate, x0, evaluations=settings.iterations, lower=PIXEL_MIN, upper=PIXEL_MAX, **kwargs)
+        result = np.clip(x.reshape(x0.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+        if settings.color == "luminance":
+            result = color.recombine_luminance(result, content)
+        return StylizeResult(result, seed, reporter.count, reporter.last_losses,
+                             time.perf_counter() - started)
+
+    def _apply_color_mode(self, content, styles, settings):
+        """What the network sees (Gatys et al. 2016, "Preserving Color ...")."""
+        if settings.color == "luminance":
+            pairs = [color.luminance_inputs(content, s) for s in styles]
+            return pairs[0][0], [style for _, style in pairs]
+        if settings.color == "histogram":
+            return content, [color.match_color_histogram(s, content, method=settings.histogram_method)
+                             for s in styles]
+        return content, styles
+
+    def _targets(self, objective: Objective, content, styles, blend) -> Targets:
+        feats = self._features(objective, content)
+        content_targets = [feats[n] for n in objective.content_layers]
+        grams = [np.zeros((0,))] * len(objective.style_layers)
+        for weight, style in zip(blend, styles):
+            style_feats = self._features(objective, style)
+            for i, name in enumerate(objective.style_layers):
+                gram = keras.ops.convert_to_numpy(losses.gram_matrix(style_feats[name]))
+                # Blending Gram targets is equivalent to blending the style losses:
+                # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
+                # (the approach of jcjohnson/neural-style's -style_blend_weights).
+                grams[i] = weight * gram if grams[i].size == 0 else grams[i] + weight * gram
+        return Targets(content_targets, grams)
+
+    @staticmethod
+    def _features(objective: Objective, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        bgr = (rgb[..., ::-1] - objective.mean_bgr).astype(np.float32)
+        outputs = objective.model(bgr[None], training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return {n: keras.ops.convert_to_numpy(o)[0] for n, o in zip(objective.layers, outputs)}
+
+    @staticmethod
+    def _step_args(settings: TransferSettings, objective: Objective, targets: Targets,
+                   alpha: float) -> tuple:
+        # β/α = style_strength at the reference size; α (and the TV term, which also
+        # sums over pixels) carry the size correction of content_scale().
+        content_weights = np.array([w for _, w in settings.content_layers], np.float32) * alpha
+        style_weights = np.array([w for _, w in settings.style_layers], np.float32) * settings.style_strength
+        return (
+            [np.asarray(t, np.float32) for t in targets.content],
+            [np.asarray(g, np.float32) for g in targets.style_grams],
+            content_weights,
+            style_weights,
+            np.float32(settings.tv_weight * alpha),
+        )
+
+    # -- the job contract ------------------------------------------------------------------
+
+    def run_job(self, request: JobRequest, *, on_progress: ProgressCallback | None = None,
+                should_stop: StopCheck | None = None) -> JobResult:
+        """Decode, stylise and encode one request from the bot. Errors are raised typed:
+        InputError (the user's image), ValueError (settings), Cancelled, anything else a bug."""
+        started = time.perf_counter()
+        content = images.load_image(request.content, name="the photo", limits=request.limits)
+        styles = [
+            images.load_image(data, name=style_name(i, len(request.styles)), limits=request.limits)
+            for i, data in enumerate(request.styles)
+        ]
+
+        def report(progress: Progress) -> None:
+            if on_progress is not None:
+                on_progress(Progress(progress.iteration, progress.total, progress.losses,
+                                     progress.elapsed, progress.preview_png, job_id=request.job_id))
+
+        result = self.stylize(content.rgb, [s.rgb for s in styles], request.settings,
+                              on_progress=report, should_stop=should_stop)
+        alpha = content.alpha
+        data = images.encode_image(result.image, format=request.output_format, alpha=alpha)
+        height, width = result.image.shape[:2]
+        return JobResult(
+            job_id=request.job_id, image=data, format=request.output_format, width=width,
+            height=height, elapsed=time.perf_counter() - started, seed=result.seed,
+            iterations=result.iterations, final_loss=float(result.losses.get("total", float("nan"))),
+        )
+
+
+def style_name(index: int, count: int) -> str:
+    return "the style image" if count == 1 else f"style image {index + 1}"
+
+
+class _Reporter:
+    """Counts evaluations, raises Cancelled between them, and emits Progress."""
+
+    def __init__(self, settings: TransferSettings, on_progress: ProgressCallback | None,
+                 should_stop: StopCheck | None, started: float, *, shape: tuple[int, ...],
+                 total: int | None = None, offset: int = 0) -> None:
+        self.settings = settings
+        self.on_progress = on_progress
+        self.should_stop = should_stop
+        self.started = started
+        self.total = total or settings.iterations
+        self.count = offset
+        self.last_losses: dict[str, float] = {}
+
+    def evaluated(self, image: np.ndarray, loss: float, terms: Mapping[str, float]) -> None:
+        self.count += 1
+        self.last_losses = {"total": loss, **terms}
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at iteration {self.count}")
+        if self.on_progress is not None:
+            every = self.settings.preview_every
+            preview = None
+            if every and (self.count % every == 0 or self.count == self.total):
+                preview = images.preview_png(np.clip(image, PIXEL_MIN, PIXEL_MAX), self.settings.preview_size)
+            self.on_progress(Progress(min(self.count, self.total), self.total, dict(self.last_losses),
+                                      time.perf_counter() - self.started, preview))
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled()

@@ -1,0 +1,157 @@
+"""Engine.stylize end to end on tiny images with a random VGG-19."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import color
+from engine.errors import Cancelled, InputError
+from engine.jobs import JobRequest, TransferSettings
+from tests.engine.conftest import smooth_photo, stripes_texture
+
+# A strong style weight so 20 iterations visibly move a 48-px image toward the style.
+TINY = TransferSettings(size=48, iterations=20, seed=1, preview_every=0, style_strength=1e5)
+
+
+def gram_distance(engine, settings, a: np.ndarray, b: np.ndarray) -> float:
+    net = engine.network(settings)
+    layers = [n for n, _ in settings.style_layers]
+    fa, fb = net.features(a, layers), net.features(b, layers)
+    total = 0.0
+    for name in layers:
+        ga = fa[name].reshape(-1, fa[name].shape[-1])
+        gb = fb[name].reshape(-1, fb[name].shape[-1])
+        total += np.sum((ga.T @ ga / len(ga) - gb.T @ gb / len(gb)) ** 2)
+    return float(total)
+
+
+def test_optimiser_lowers_loss_and_style_acts(engine):
+    content, style = smooth_photo(), stripes_texture()
+    seen = []
+    result = engine.stylize(content, [style], TINY, on_progress=seen.append)
+    assert result.image.shape == (36, 48, 3)
+    assert np.isfinite(result.image).all()
+    assert 0 <= result.image.min() and result.image.max() <= 255
+    first, last = seen[0].losses["total"], seen[-1].losses["total"]
+    assert last < 0.5 * first, (first, last)
+    # The output's colours and Gram matrices move toward the style image's.
+    assert gram_distance(engine, TINY, result.image, style) < 0.7 * gram_distance(engine, TINY, content, style)
+    blue_ratio = lambda im: im[..., 2].mean() / im[..., 0].mean()  # noqa: E731
+    assert blue_ratio(result.image) > blue_ratio(content) * 1.3
+
+
+def test_progress_counts_every_iteration_with_previews(engine):
+    seen = []
+    settings = TINY.with_(iterations=6, preview_every=3, preview_size=24)
+    engine.stylize(smooth_photo(), [stripes_texture()], settings, on_progress=seen.append)
+    assert [p.iteration for p in seen] == [1, 2, 3, 4, 5, 6]
+    assert all(p.total == 6 for p in seen)
+    assert {"total", "content", "style", "tv"} <= set(seen[-1].losses)
+    previews = [p.preview_png for p in seen if p.preview_png]
+    assert len(previews) == 2
+    assert max(Image.open(io.BytesIO(previews[0])).size) == 24
+    assert seen[-1].elapsed >= seen[0].elapsed > 0
+
+
+def test_same_seed_same_output_other_seed_differs(engine):
+    settings = TINY.with_(iterations=5, init="blend", noise_ratio=0.5)
+    a = engine.stylize(smooth_photo(), [stripes_texture()], settings).image
+    b = engine.stylize(smooth_photo(), [stripes_texture()], settings).image
+    c = engine.stylize(smooth_photo(), [stripes_texture()], settings.with_(seed=2)).image
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 1.0
+
+
+@pytest.mark.parametrize("init", ["content", "noise", "blend"])
+def test_init_modes_start_where_asked(engine, init):
+    seen = []
+    settings = TINY.with_(iterations=2, init=init, preview_every=1, preview_size=48)
+    engine.stylize(smooth_photo(), [stripes_texture()], settings, on_progress=seen.append)
+    first = np.asarray(Image.open(io.BytesIO(seen[0].preview_png)), np.float32)
+    photo_distance = np.abs(first - smooth_photo()).mean()
+    assert (photo_distance < 2) if init == "content" else (photo_distance > 5)
+
+
+def test_adam_lowers_loss(engine):
+    seen = []
+    engine.stylize(smooth_photo(), [stripes_texture()], TINY.with_(optimizer="adam", learning_rate=5.0),
+                   on_progress=seen.append)
+    assert seen[-1].losses["total"] < 0.8 * seen[0].losses["total"]
+
+
+def test_luminance_only_keeps_the_content_chroma(engine):
+    content = smooth_photo()
+    result = engine.stylize(content, [stripes_texture()], TINY.with_(color="luminance")).image
+    yiq_out, yiq_in = color.rgb_to_yiq(result), color.rgb_to_yiq(content)
+    # I and Q come from the photo (up to clipping at the 0..255 range edges).
+    inside = (result > 1).all(-1) & (result < 254).all(-1)
+    assert inside.mean() > 0.8
+    np.testing.assert_allclose(yiq_out[inside][:, 1:], yiq_in[inside][:, 1:], atol=1.0)
+    assert np.abs(yiq_out[..., 0] - yiq_in[..., 0]).mean() > 1.0  # the luminance was stylised
+
+
+def test_histogram_mode_recolours_the_style_not_the_photo(engine):
+    content, style = smooth_photo(), stripes_texture()
+    plain = engine.stylize(content, [style], TINY).image
+    matched = engine.stylize(content, [style], TINY.with_(color="histogram")).image
+    # With the style recoloured to the photo's palette the output stays warm.
+    assert matched[..., 0].mean() > matched[..., 2].mean()
+    assert np.abs(matched - content).mean() < np.abs(plain - content).mean()
+
+
+def test_two_styles_blend_between_their_results(engine):
+    content = smooth_photo()
+    blue = stripes_texture()
+    red = blue[..., ::-1].copy()
+    only_blue = engine.stylize(content, [blue], TINY).image
+    mostly_red = engine.stylize(content, [blue, red], TINY.with_(style_blend=(0.1, 0.9))).image
+    assert mostly_red[..., 0].mean() - mostly_red[..., 2].mean() > only_blue[..., 0].mean() - only_blue[..., 2].mean()
+    with pytest.raises(ValueError, match="one weight per style"):
+        engine.stylize(content, [blue, red], TINY.with_(style_blend=(1.0,)))
+
+
+def test_size_and_style_scale(engine):
+    result = engine.stylize(smooth_photo(72, 96), [stripes_texture(96, 96)],
+                            TINY.with_(size=32, iterations=2, style_scale=0.5))
+    assert result.image.shape == (24, 32, 3)
+
+
+def test_cancellation_stops_between_iterations(engine):
+    seen = []
+    with pytest.raises(Cancelled):
+        engine.stylize(smooth_photo(), [stripes_texture()], TINY,
+                       on_progress=seen.append, should_stop=lambda: len(seen) >= 3)
+    assert len(seen) == 3
+
+
+def png(rgb: np.ndarray, alpha: np.ndarray | None = None) -> bytes:
+    arr = np.clip(rgb, 0, 255).astype(np.uint8)
+    im = Image.fromarray(arr) if alpha is None else Image.fromarray(
+        np.dstack([arr, (alpha * 255).astype(np.uint8)]), "RGBA")
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_run_job_restores_the_photos_alpha(engine):
+    alpha = np.ones((36, 48), np.float32)
+    alpha[:, :12] = 0.0
+    request = JobRequest("job1", png(smooth_photo(), alpha), (png(stripes_texture()),),
+                         TINY.with_(iterations=3, size=48))
+    result = engine.run_job(request)
+    out = Image.open(io.BytesIO(result.image))
+    assert out.mode == "RGBA" and out.size == (48, 36)
+    a = np.asarray(out)[..., 3]
+    assert a[:, :10].max() == 0 and a[:, 14:].min() == 255
+    assert (result.width, result.height, result.iterations, result.seed) == (48, 36, 3, 1)
+
+
+def test_run_job_names_the_bad_style_image(engine):
+    request = JobRequest("job2", png(smooth_photo()), (png(stripes_texture()), b"hello, not an image"),
+                         TINY.with_(iterations=2))
+    with pytest.raises(InputError, match="(?i)style image 2"):
+        engine.run_job(request)
