@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="your TOML settings file (over config/default.toml)")
     p.add_argument("--preset", choices=PRESETS, help="'photo' for photo-to-photo transfer")
     p.add_argument("--size", type=int, help="longest side of the output, px")
-    p.add_argument("--iterations", type=int, help="optimiser iterations (network passes)")
+    p.add_argument("--iterations", type=int, help="optimiser iterations (network passes), all scales")
+    p.add_argument("--scales", type=int, help="coarse-to-fine pyramid levels (1 = single scale)")
+    p.add_argument("--scale-iterations", type=parse_floats,
+                   help="split of the iterations over the scales, coarsest first, e.g. 4,2,1")
     p.add_argument("--style-strength", type=float, help="beta/alpha: how much the style counts")
     p.add_argument("--content-layers", type=parse_layers, help="e.g. conv4_2 or conv2_2:0.5,conv4_2:1")
     p.add_argument("--style-layers", type=parse_layers, help="e.g. conv1_1:1,conv2_1:1,conv3_1:1")
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 OPTION_TO_SETTING = {
-    "size": "size", "iterations": "iterations", "style_strength": "style_strength",
+    "size": "size", "iterations": "iterations", "scales": "scales",
+    "scale_iterations": "scale_iterations", "style_strength": "style_strength",
     "content_layers": "content_layers", "style_layers": "style_layers", "tv_weight": "tv_weight",
     "init": "init", "noise_ratio": "noise_ratio", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "color": "color", "histogram_method": "histogram_method",

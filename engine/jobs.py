@@ -53,6 +53,8 @@ class TransferSettings:
 
     size: int = 512
     iterations: int = 500
+    scales: int = 1
+    scale_iterations: tuple[float, ...] = ()
     style_strength: float = 1e4
     content_layers: tuple[tuple[str, float], ...] = PAPER_CONTENT_LAYERS
     style_layers: tuple[tuple[str, float], ...] = PAPER_STYLE_LAYERS
@@ -92,6 +94,10 @@ def settings_problems(s: TransferSettings) -> list[str]:
         problems.append(f"size must be at least 16 px (got {s.size})")
     if s.iterations < 1:
         problems.append(f"iterations must be at least 1 (got {s.iterations})")
+    if not 1 <= s.scales <= 6:
+        problems.append(f"scales must be between 1 and 6 (got {s.scales})")
+    if any(w <= 0 for w in s.scale_iterations):
+        problems.append("scale_iterations weights must be positive")
     if s.style_strength < 0:
         problems.append("style_strength must not be negative")
     if s.tv_weight < 0:
@@ -178,7 +184,7 @@ def settings_from_mapping(values: Mapping[str, Any], base: TransferSettings | No
             continue
         if key in ("content_layers", "style_layers"):
             value = tuple((str(k), float(v)) for k, v in dict(value).items())
-        elif key == "style_blend":
+        elif key in ("style_blend", "scale_iterations"):
             value = tuple(float(v) for v in value)
         elif key == "seed" and value is not None and value < 0:
             value = None  # TOML has no null: a negative seed means "pick one"
@@ -212,6 +218,7 @@ class Progress:
     elapsed: float
     preview_png: bytes | None = None
     job_id: str = ""
+    fraction: float = 0.0  # of the job's work done, weighted by cost: for bars and ETAs
 
 
 @dataclass(frozen=True)

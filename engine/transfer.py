@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import keras
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 StopCheck = Callable[[], bool]
+ImageCallback = Callable[[int, np.ndarray], None]
 
 PIXEL_MIN, PIXEL_MAX = 0.0, 255.0
 NOISE_AMPLITUDE = 20.0  # uniform(-20, 20) around the mean pixel, as in the classic TF notebooks
@@ -84,12 +85,74 @@ def content_scale(height: int, width: int) -> float:
     return REFERENCE_PIXELS / float(height * width)
 
 
+@dataclass(frozen=True)
+class Level:
+    shape: tuple[int, int]  # (height, width) of the image optimised at this scale
+    iterations: int
+
+    @property
+    def longest(self) -> int:
+        return max(self.shape)
+
+    @property
+    def cost(self) -> float:
+        """Relative cost: a step costs about the number of pixels."""
+        return self.iterations * self.shape[0] * self.shape[1]
+
+
+# Coarser scales than this lose the deep layers' receptive field (conv5_1 sees
+# 1/16 of the image): their style statistics stop meaning much.
+MIN_PYRAMID_SIDE = 64
+
+
+def pyramid_plan(shape: tuple[int, int], settings: TransferSettings) -> list[Level]:
+    """Coarse-to-fine schedule: `scales` sizes, each twice the previous, ending at the
+    output size, with the iteration budget split by `scale_iterations` weights.
+
+    A coarse scale costs a quarter of the next per step and fixes the large-scale
+    layout of the style, so the fine scale only has detail left to do (the idea of
+    coarse-to-fine texture synthesis; crowsonkb/style-transfer-pytorch does the same).
+    """
+    height, width = shape
+    levels = []
+    for k in reversed(range(settings.scales)):
+        factor = 2**k
+        if max(height, width) / factor < MIN_PYRAMID_SIDE and k > 0:
+            continue
+        levels.append((max(1, round(height / factor)), max(1, round(width / factor))))
+    weights = split_weights(settings.scale_iterations, len(levels))
+    counts = split_budget(settings.iterations, weights)
+    return [Level(level, n) for level, n in zip(levels, counts) if n > 0]
+
+
+def split_weights(weights: Sequence[float], levels: int) -> list[float]:
+    """The last `levels` weights (the finest scales), or equal weights if none are set."""
+    if not weights:
+        return [1.0] * levels
+    chosen = list(weights)[-levels:]
+    return [1.0] * (levels - len(chosen)) + chosen
+
+
+def split_budget(total: int, weights: Sequence[float]) -> list[int]:
+    """Integer shares of `total` proportional to `weights`, summing exactly to `total`."""
+    raw = [total * w / sum(weights) for w in weights]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def fit(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return rgb if rgb.shape[:2] == tuple(shape) else images.resize_to(rgb, shape)
+
+
+def fit_longest(rgb: np.ndarray, longest: int) -> np.ndarray:
+    longest = max(16, longest)
+    return rgb if max(rgb.shape[:2]) == longest else images.resize_longest(rgb, longest)
+
+
 def style_size(settings: TransferSettings) -> int:
     return max(16, round(settings.size * settings.style_scale))
-
-
-def progress_bar_total(settings: TransferSettings) -> int:
-    return settings.iterations
 
 
 # --- the loss on one image, built once per network and layer set ----------------------------
@@ -178,11 +241,14 @@ class Engine:
     def stylize(self, content: np.ndarray, styles: Sequence[np.ndarray],
                 settings: TransferSettings = TransferSettings(), *,
                 on_progress: ProgressCallback | None = None,
-                should_stop: StopCheck | None = None) -> StylizeResult:
+                should_stop: StopCheck | None = None,
+                on_image: ImageCallback | None = None) -> StylizeResult:
         """Repaint `content` (RGB 0..255, any size) in the style of `styles`.
 
         Returns the image at `settings.size` on its longest side. Progress is reported
         after every network evaluation; `should_stop` is checked between evaluations.
+        `on_image(iteration, image)` sees every evaluated image (benchmarks use it to
+        measure the full-resolution loss against time).
         """
         if not styles:
             raise ValueError("at least one style image is needed")
@@ -192,29 +258,48 @@ class Engine:
         content = images.resize_longest(np.asarray(content, np.float32), settings.size)
         styles = [images.resize_longest(np.asarray(s, np.float32), style_size(settings)) for s in styles]
         content_seen, styles_seen = self._apply_color_mode(content, styles, settings)
-
         objective = self.objective(settings)
-        targets = self._targets(objective, content_seen, styles_seen, blend)
-        mean_rgb = objective.mean_bgr[::-1]
-        x0 = initial_image(content_seen, settings.init, settings.noise_ratio, seed, mean_rgb)
-
-        reporter = _Reporter(settings, on_progress, should_stop, started, shape=x0.shape)
-        args = self._step_args(settings, objective, targets, content_scale(*x0.shape[:2]))
-
-        def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
-            image = x.reshape(x0.shape).astype(np.float32)
-            loss, grad, terms = objective.step(image, *args)
-            reporter.evaluated(image, loss, terms)
-            return loss, grad
-
-        run = optimize.lbfgs if settings.optimizer == "lbfgs" else optimize.adam
-        kwargs = {"learning_rate": settings.learning_rate} if settings.optimizer == "adam" else {}
-        x = run(evaluate, x0, evaluations=settings.iterations, lower=PIXEL_MIN, upper=PIXEL_MAX, **kwargs)
-        result = np.clip(x.reshape(x0.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+        plan = pyramid_plan(content.shape[:2], settings)
+        reporter = _Reporter(settings, on_progress, should_stop, started, plan=plan,
+                             on_image=on_image,
+                             finish=(lambda im: color.recombine_luminance(im, images.resize_to(content, im.shape[:2])))
+                             if settings.color == "luminance" else None)
+        x = None
+        for level in plan:
+            level_content = fit(content_seen, level.shape)
+            level_styles = [fit_longest(s, round(max(s.shape[:2]) * level.longest / settings.size))
+                            for s in styles_seen]
+            targets = self._targets(objective, level_content, level_styles, blend)
+            args = self._step_args(settings, objective, targets, content_scale(*level.shape))
+            if x is None:
+                x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
+                                  objective.mean_bgr[::-1])
+            else:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
+                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+            x = self._optimize(objective, args, x, level.iterations, settings, reporter)
+        result = np.clip(x, PIXEL_MIN, PIXEL_MAX).astype(np.float32)
         if settings.color == "luminance":
             result = color.recombine_luminance(result, content)
         return StylizeResult(result, seed, reporter.count, reporter.last_losses,
                              time.perf_counter() - started)
+
+    @staticmethod
+    def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
+                  settings: TransferSettings, reporter: "_Reporter") -> np.ndarray:
+        shape = x0.shape
+
+        def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+            image = x.reshape(shape).astype(np.float32)
+            loss, grad, terms = objective.step(image, *args)
+            reporter.evaluated(image, loss, terms)
+            return loss, grad
+
+        if settings.optimizer == "lbfgs":
+            x = optimize.lbfgs(evaluate, x0, evaluations=iterations, lower=PIXEL_MIN, upper=PIXEL_MAX)
+        else:
+            x = optimize.adam(evaluate, x0, evaluations=iterations, lower=PIXEL_MIN, upper=PIXEL_MAX,
+                              learning_rate=settings.learning_rate)
+        return x.reshape(shape).astype(np.float32)
 
     def _apply_color_mode(self, content, styles, settings):
         """What the network sees (Gatys et al. 2016, "Preserving Color ...")."""
@@ -278,8 +363,7 @@ class Engine:
 
         def report(progress: Progress) -> None:
             if on_progress is not None:
-                on_progress(Progress(progress.iteration, progress.total, progress.losses,
-                                     progress.elapsed, progress.preview_png, job_id=request.job_id))
+                on_progress(replace(progress, job_id=request.job_id))
 
         result = self.stylize(content.rgb, [s.rgb for s in styles], request.settings,
                               on_progress=report, should_stop=should_stop)
@@ -298,30 +382,46 @@ def style_name(index: int, count: int) -> str:
 
 
 class _Reporter:
-    """Counts evaluations, raises Cancelled between them, and emits Progress."""
+    """Counts evaluations across all scales (one progress bar), raises Cancelled
+    between them, and emits Progress with a cost-weighted `fraction` for ETAs."""
 
     def __init__(self, settings: TransferSettings, on_progress: ProgressCallback | None,
-                 should_stop: StopCheck | None, started: float, *, shape: tuple[int, ...],
-                 total: int | None = None, offset: int = 0) -> None:
+                 should_stop: StopCheck | None, started: float, *, plan: Sequence[Level],
+                 on_image: ImageCallback | None = None,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.settings = settings
         self.on_progress = on_progress
         self.should_stop = should_stop
         self.started = started
-        self.total = total or settings.iterations
-        self.count = offset
+        self.on_image = on_image
+        self.finish = finish  # what the preview should show (luminance mode: recoloured)
+        self.total = sum(level.iterations for level in plan)
+        # Cost of each evaluation, in plan order, as a fraction of the whole job.
+        total_cost = sum(level.cost for level in plan)
+        self.step_costs = [level.cost / level.iterations / total_cost
+                           for level in plan for _ in range(level.iterations)]
+        self.count = 0
+        self.done = 0.0
         self.last_losses: dict[str, float] = {}
 
     def evaluated(self, image: np.ndarray, loss: float, terms: Mapping[str, float]) -> None:
         self.count += 1
+        self.done += self.step_costs[min(self.count, self.total) - 1]
         self.last_losses = {"total": loss, **terms}
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss} at iteration {self.count}")
+        if self.on_image is not None:
+            self.on_image(self.count, image)
         if self.on_progress is not None:
             every = self.settings.preview_every
             preview = None
             if every and (self.count % every == 0 or self.count == self.total):
-                preview = images.preview_png(np.clip(image, PIXEL_MIN, PIXEL_MAX), self.settings.preview_size)
+                shown = np.clip(image, PIXEL_MIN, PIXEL_MAX)
+                if self.finish is not None:
+                    shown = self.finish(shown)
+                preview = images.preview_png(shown, self.settings.preview_size)
             self.on_progress(Progress(min(self.count, self.total), self.total, dict(self.last_losses),
-                                      time.perf_counter() - self.started, preview))
+                                      time.perf_counter() - self.started, preview,
+                                      fraction=min(1.0, self.done)))
         if self.should_stop is not None and self.should_stop():
             raise Cancelled()

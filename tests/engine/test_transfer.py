@@ -155,3 +155,26 @@ def test_run_job_names_the_bad_style_image(engine):
                          TINY.with_(iterations=2))
     with pytest.raises(InputError, match="(?i)style image 2"):
         engine.run_job(request)
+
+
+def test_pyramid_plan_doubles_sizes_and_splits_the_budget():
+    from engine.transfer import pyramid_plan
+
+    plan = pyramid_plan((300, 400), TransferSettings(size=400, iterations=70, scales=3, scale_iterations=(4, 2, 1)))
+    assert [lv.shape for lv in plan] == [(75, 100), (150, 200), (300, 400)]
+    assert [lv.iterations for lv in plan] == [40, 20, 10]
+    # Levels below the minimum side are skipped and their budget goes to the others.
+    small = pyramid_plan((60, 80), TransferSettings(size=80, iterations=30, scales=3))
+    assert [lv.shape for lv in small] == [(60, 80)] and small[0].iterations == 30
+
+
+def test_pyramid_job_reads_as_one_progress_bar(engine):
+    seen = []
+    settings = TINY.with_(size=128, iterations=9, scales=2, scale_iterations=(2, 1), preview_every=3)
+    result = engine.stylize(smooth_photo(96, 128), [stripes_texture()], settings, on_progress=seen.append)
+    assert result.image.shape == (96, 128, 3) and np.isfinite(result.image).all()
+    assert [p.iteration for p in seen] == list(range(1, 10))
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    # The 6 coarse steps cost a quarter of the 3 fine ones each: 6/4 / (6/4 + 3).
+    assert fractions[5] == pytest.approx(1.5 / 4.5, rel=0.05)
