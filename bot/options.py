@@ -1,0 +1,225 @@
+"""What a member may ask for, turned into engine settings; and the button custom ids.
+
+Pure functions on plain values (no discord, no TensorFlow), shared by the text and
+slash forms of `stylize` and by the result buttons.
+
+Strength is a multiplier of the host's `[engine] style_strength` (β/α in Gatys et al.
+2016): named steps for people, or a number for those who want one. The steps are a
+factor of 5 apart because the effect of β/α is roughly logarithmic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from engine.jobs import COLOR_MODES, TransferSettings
+
+STRENGTH_STEPS: dict[str, float] = {"subtle": 0.2, "normal": 1.0, "strong": 5.0, "extreme": 25.0}
+STRENGTH_MIN, STRENGTH_MAX = 0.01, 100.0
+MORE_STYLE = 3.0  # the "More style" / "Less style" buttons multiply / divide by this
+SEED_MAX = 2**31 - 1
+MIN_SIZE = 16  # VGG-19 pools five times: smaller outputs have nothing left to style
+
+COLOR_ALIASES = {
+    "none": "none",
+    "off": "none",
+    "no": "none",
+    "luminance": "luminance",
+    "lum": "luminance",
+    "keep": "luminance",
+    "preserve": "luminance",
+    "histogram": "histogram",
+    "hist": "histogram",
+    "match": "histogram",
+}
+COLOR_CODES = {"none": "n", "luminance": "l", "histogram": "h"}
+
+
+class OptionError(ValueError):
+    """A member's option is wrong; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The options a member chose (None = the host's default)."""
+
+    strength: float = 1.0
+    size: int | None = None
+    iterations: int | None = None
+    color: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_size: int
+    max_iterations: int
+
+
+def parse_strength(text: str | None) -> float:
+    if text is None or not str(text).strip():
+        return 1.0
+    word = str(text).strip().lower().removesuffix("x")
+    if word in STRENGTH_STEPS:
+        return STRENGTH_STEPS[word]
+    try:
+        value = float(word)
+    except ValueError:
+        raise OptionError(
+            f"I don't know the strength {text!r}. Use one of {', '.join(STRENGTH_STEPS)}, "
+            f"or a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g} (1 = normal, 2 = twice as much style)."
+        ) from None
+    if not STRENGTH_MIN <= value <= STRENGTH_MAX:
+        raise OptionError(
+            f"Strength {value:g} is out of range: use a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g} "
+            f"(1 = normal), or one of {', '.join(STRENGTH_STEPS)}."
+        )
+    return value
+
+
+def parse_color(text: str | None) -> str | None:
+    if text is None or not str(text).strip():
+        return None
+    mode = COLOR_ALIASES.get(str(text).strip().lower())
+    if mode is None:
+        raise OptionError(
+            f"I don't know the colour mode {text!r}. Use none (the painting's colours), "
+            "luminance (keep the photo's colours) or histogram (recolour the painting to the photo first)."
+        )
+    return mode
+
+
+def strength_label(multiplier: float) -> str:
+    for name, value in STRENGTH_STEPS.items():
+        if abs(value - multiplier) < 1e-9:
+            return name
+    return f"×{multiplier:.3g}"
+
+
+def build_settings(
+    base: TransferSettings, options: JobOptions, caps: Caps
+) -> tuple[TransferSettings, list[str]]:
+    """The job's settings, and notes for the member about anything that was capped."""
+    notes: list[str] = []
+    size = options.size if options.size is not None else min(base.size, caps.max_size)
+    if size < MIN_SIZE:
+        raise OptionError(f"Size {size} is too small: use at least {MIN_SIZE} pixels.")
+    if size > caps.max_size:
+        notes.append(f"size capped at {caps.max_size} px")
+        size = caps.max_size
+    iterations = (
+        options.iterations
+        if options.iterations is not None
+        else min(base.iterations, caps.max_iterations)
+    )
+    if iterations < 1:
+        raise OptionError("Iterations must be at least 1.")
+    if iterations > caps.max_iterations:
+        notes.append(f"iterations capped at {caps.max_iterations}")
+        iterations = caps.max_iterations
+    if options.seed is not None and not 0 <= options.seed <= SEED_MAX:
+        raise OptionError(f"Seed must be a whole number from 0 to {SEED_MAX}.")
+    if not STRENGTH_MIN <= options.strength <= STRENGTH_MAX:
+        raise OptionError(f"Strength must be from {STRENGTH_MIN:g} to {STRENGTH_MAX:g}.")
+    try:
+        settings = replace(
+            base,
+            size=size,
+            iterations=iterations,
+            style_strength=base.style_strength * options.strength,
+            color=options.color or base.color,
+            seed=options.seed,
+            style_blend=(),  # several style images blend equally
+        )
+    except ValueError as e:
+        raise OptionError(f"Those options don't work together: {e}.") from None
+    return settings, notes
+
+
+# --- result buttons -------------------------------------------------------------------
+
+ACTIONS = {"a": "again", "m": "more", "l": "less"}
+
+
+@dataclass(frozen=True)
+class RerunSpec:
+    """Everything a result button needs to queue a new job, even after a restart.
+
+    source "m": the inputs are the attachments of the member's message
+    `channel_id`/`message_id` (and, for the reply form, of the message it replies to),
+    re-fetched from Discord when the button is pressed.
+    source "r": the inputs are attached to the result message itself (slash commands
+    and buttons, whose inputs live in no message of the member's), so the ids are 0.
+    """
+
+    action: str
+    source: str
+    channel_id: int
+    message_id: int
+    seed: int
+    strength: float
+    size: int
+    iterations: int
+    color: str
+
+    def custom_id(self) -> str:
+        return (
+            f"sb:run:{self.action}:{self.source}:{self.channel_id}:{self.message_id}:{self.seed}:"
+            f"{self.strength:.4g}:{self.size}:{self.iterations}:{COLOR_CODES[self.color]}"
+        )
+
+    def next_options(self) -> JobOptions:
+        """The options of the job this button queues."""
+        strength = self.strength
+        seed: int | None = self.seed
+        if self.action == "a":
+            seed = None  # a new random seed: a different painting from the same inputs
+        elif self.action == "m":
+            strength = min(STRENGTH_MAX, strength * MORE_STYLE)
+        elif self.action == "l":
+            strength = max(STRENGTH_MIN, strength / MORE_STYLE)
+        return JobOptions(
+            strength=strength,
+            size=self.size,
+            iterations=self.iterations,
+            color=self.color,
+            seed=seed,
+        )
+
+
+RERUN_TEMPLATE = (
+    r"sb:run:(?P<action>[aml]):(?P<source>[mr]):(?P<channel>\d+):(?P<message>\d+):(?P<seed>\d+):"
+    r"(?P<strength>[0-9.e+-]+):(?P<size>\d+):(?P<iterations>\d+):(?P<color>[nlh])"
+)
+_RERUN_RE = re.compile(RERUN_TEMPLATE)
+_COLOR_FROM_CODE = {v: k for k, v in COLOR_CODES.items()}
+
+
+def parse_rerun(custom_id: str) -> RerunSpec | None:
+    match = _RERUN_RE.fullmatch(custom_id)
+    return rerun_from_match(match) if match else None
+
+
+def rerun_from_match(match: re.Match[str]) -> RerunSpec:
+    return RerunSpec(
+        action=match["action"],
+        source=match["source"],
+        channel_id=int(match["channel"]),
+        message_id=int(match["message"]),
+        seed=int(match["seed"]),
+        strength=float(match["strength"]),
+        size=int(match["size"]),
+        iterations=int(match["iterations"]),
+        color=_COLOR_FROM_CODE[match["color"]],
+    )
+
+
+CANCEL_TEMPLATE = r"sb:cancel:(?P<job>[0-9a-f]{8})"
+
+
+def cancel_custom_id(job_id: str) -> str:
+    return f"sb:cancel:{job_id}"
+
+
+assert set(COLOR_CODES) == set(COLOR_MODES)

@@ -1,0 +1,455 @@
+"""How the bot talks back about one job: the conversation it came from, the one
+status message it keeps editing, and the result file sized to fit the server.
+
+Two conversations: a text command (`!stylize`: the ack and the result are replies to
+the member's message) and an interaction (slash command or button: the deferred
+response becomes the status message, the result is a follow-up). Interaction
+tokens expire after 15 minutes, so past `TOKEN_TTL` both fall back to the plain
+channel endpoints, which work on the bot's own messages for as long as it can see
+the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+
+from bot.queue import Job, JobState, ordinal
+from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
+
+log = logging.getLogger(__name__)
+
+TOKEN_TTL = 14 * 60  # seconds; Discord's interaction tokens last 15 minutes
+BAR_SEGMENTS = 10
+KEEP = object()  # "leave the preview as it is" in StatusMessage edits
+
+
+# --- text -----------------------------------------------------------------------------
+
+
+def progress_bar(fraction: float, segments: int = BAR_SEGMENTS) -> str:
+    filled = max(0, min(segments, int(fraction * segments + 1e-9)))
+    return "▰" * filled + "▱" * (segments - filled)
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs and minutes < 10 else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def done_fraction(progress: Progress | None) -> float:
+    """How much of the job is done: the engine's cost-weighted fraction when it sends one
+    (a coarse-to-fine schedule's small scales are cheap), else iterations done."""
+    if progress is None:
+        return 0.0
+    if progress.fraction > 0:
+        return min(1.0, progress.fraction)
+    return min(1.0, progress.iteration / progress.total) if progress.total > 0 else 0.0
+
+
+def eta(job: Job) -> float | None:
+    p = job.progress
+    fraction = done_fraction(p)
+    if p is None or p.iteration < 2 or fraction <= 0:
+        return None
+    return p.elapsed / fraction * (1.0 - fraction)
+
+
+def status_text(job: Job, *, warming_up: bool = False) -> str:
+    ref = f"job `{job.id}`"
+    if job.cancelled_by is not None and not job.finished:
+        return f"🛑 Stopping… ({ref})"
+    if job.state == JobState.QUEUED:
+        place = "next in line" if job.position == 1 else f"{ordinal(job.position)} in line"
+        text = f"⏳ Queued — you are {place}. ({ref})"
+        if warming_up:
+            text += "\nThe painter is still warming up; this can take a minute after a restart."
+        return text
+    if job.state == JobState.RUNNING:
+        p = job.progress
+        if p is None:
+            return f"🎨 Starting… ({ref})"
+        fraction = done_fraction(p)
+        text = f"🎨 Painting {progress_bar(fraction)} {int(fraction * 100)}%"
+        left = eta(job)
+        if p.iteration >= p.total:
+            text += " · finishing"
+        elif left is not None:
+            text += f" · about {duration(max(left, 1))} left"
+        return f"{text} ({ref})"
+    return f"Finishing… ({ref})"
+
+
+def failure_text(job: Job, failure: JobFailed) -> str:
+    ref = f"job `{job.id}`"
+    if failure.kind == ErrorKind.CANCELLED:
+        return f"🛑 {failure.message} ({ref})"
+    if failure.kind == ErrorKind.BAD_INPUT:
+        message = failure.message[:1].upper() + failure.message[1:]
+        return f"⚠️ {message} ({ref})"
+    if failure.kind == ErrorKind.BAD_SETTINGS:
+        return f"⚠️ Those options don't work: {failure.message}. ({ref})"
+    if failure.kind == ErrorKind.ENGINE_DIED:
+        return (
+            f"💥 Sorry — the painter crashed while working on this ({ref}). "
+            "It has been restarted; please try again."
+        )
+    if failure.kind == ErrorKind.WEIGHTS:
+        return (
+            f"😞 Sorry — my painter isn't set up correctly, so I can't paint right now. "
+            f"The host can find the reason in the log ({ref})."
+        )
+    return f"😞 Sorry — something went wrong on my side. The host can look it up in the log: {ref}."
+
+
+# --- conversations --------------------------------------------------------------------
+
+
+def fresh_file(name: str, data: bytes, description: str | None = None) -> discord.File:
+    # A File is consumed by one send; every attempt gets a new one.
+    return discord.File(io.BytesIO(data), filename=name, description=description)
+
+
+class StatusHandle:
+    """The status message, wherever it lives."""
+
+    async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
+        raise NotImplementedError
+
+    async def delete(self) -> None:
+        raise NotImplementedError
+
+
+def _edit_kwargs(content: str, preview: Any, view: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"content": content}
+    if preview is not KEEP:
+        kwargs["attachments"] = [] if preview is None else [fresh_file("preview.png", preview)]
+    if view is not KEEP:
+        kwargs["view"] = view
+    return kwargs
+
+
+class MessageStatus(StatusHandle):
+    def __init__(self, message: discord.Message) -> None:
+        self.message = message
+
+    async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
+        self.message = await self.message.edit(**_edit_kwargs(content, preview, view))
+
+    async def delete(self) -> None:
+        await self.message.delete()
+
+
+class InteractionStatus(StatusHandle):
+    def __init__(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        self.interaction = interaction
+        self.message_id = message.id
+        self.channel = interaction.channel
+
+    def _fresh(self) -> bool:
+        return time.time() - self.interaction.created_at.timestamp() < TOKEN_TTL
+
+    async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
+        kwargs = _edit_kwargs(content, preview, view)
+        if self._fresh():
+            await self.interaction.edit_original_response(**kwargs)
+        else:
+            await self.channel.get_partial_message(self.message_id).edit(**kwargs)
+
+    async def delete(self) -> None:
+        if self._fresh():
+            await self.interaction.delete_original_response()
+        else:
+            await self.channel.get_partial_message(self.message_id).delete()
+
+
+class Conversation:
+    """Where a job came from and how to answer there."""
+
+    user: discord.abc.User
+    channel: Any
+    guild: discord.Guild | None
+
+    async def say(self, content: str) -> None:
+        """A reply before anything is queued (an input problem, a refusal)."""
+        raise NotImplementedError
+
+    async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
+        raise NotImplementedError
+
+    async def send_result(
+        self, content: str, files: list[discord.File], view: discord.ui.View | None
+    ) -> discord.Message:
+        raise NotImplementedError
+
+    @property
+    def filesize_limit(self) -> int:
+        if self.guild is not None:
+            return self.guild.filesize_limit
+        return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+
+    def result_mentions(self) -> discord.AllowedMentions:
+        # Ping the member whose painting is ready: never anyone else, roles or @everyone.
+        return discord.AllowedMentions(
+            everyone=False, roles=False, users=[self.user], replied_user=False
+        )
+
+
+class MessageConversation(Conversation):
+    def __init__(self, message: discord.Message) -> None:
+        self.message = message
+        self.user = message.author
+        self.channel = message.channel
+        self.guild = message.guild
+
+    async def say(self, content: str) -> None:
+        await self.channel.send(
+            content,
+            reference=self.message.to_reference(fail_if_not_exists=False),
+            mention_author=False,
+        )
+
+    async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
+        message = await self.channel.send(
+            content,
+            view=view,
+            reference=self.message.to_reference(fail_if_not_exists=False),
+            mention_author=False,
+        )
+        return MessageStatus(message)
+
+    async def send_result(
+        self, content: str, files: list[discord.File], view: discord.ui.View | None
+    ) -> discord.Message:
+        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
+        return await self.channel.send(
+            content,
+            files=files,
+            reference=self.message.to_reference(fail_if_not_exists=False),
+            allowed_mentions=self.result_mentions(),
+            **kwargs,
+        )
+
+
+class InteractionConversation(Conversation):
+    """A slash command or button press; the caller has deferred it with thinking=True."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self.user = interaction.user
+        self.channel = interaction.channel
+        self.guild = interaction.guild
+
+    def _fresh(self) -> bool:
+        return time.time() - self.interaction.created_at.timestamp() < TOKEN_TTL
+
+    async def say(self, content: str) -> None:
+        await self.interaction.edit_original_response(content=content)
+
+    async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
+        message = await self.interaction.edit_original_response(content=content, view=view)
+        return InteractionStatus(self.interaction, message)
+
+    async def send_result(
+        self, content: str, files: list[discord.File], view: discord.ui.View | None
+    ) -> discord.Message:
+        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
+        if self._fresh():
+            return await self.interaction.followup.send(
+                content, files=files, wait=True, allowed_mentions=self.result_mentions(), **kwargs
+            )
+        return await self.channel.send(
+            content, files=files, allowed_mentions=self.result_mentions(), **kwargs
+        )
+
+    @property
+    def filesize_limit(self) -> int:
+        limit = getattr(self.interaction, "filesize_limit", None)
+        if self.guild is not None:
+            return min(self.guild.filesize_limit, limit or self.guild.filesize_limit)
+        return limit or discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+
+
+# --- the status message -----------------------------------------------------------------
+
+
+@dataclass
+class StatusMessage:
+    """One message per job, edited at most every `interval` seconds, only on change."""
+
+    handle: StatusHandle
+    job: Job
+    interval: float
+    warming_up: Any = None  # () -> bool
+    _want_text: str = ""
+    _want_preview: bytes | None = None
+    _sent_text: str = ""
+    _sent_preview: bytes | None = None
+    _last_edit: float = field(default_factory=time.monotonic)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _dead: bool = False
+
+    def start(self, sent_text: str) -> None:
+        self._sent_text = self._want_text = sent_text
+        self.job.listeners.append(self.on_job)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"status-{self.job.id}"
+        )
+        self.on_job(self.job)  # it may have moved while the acknowledgement was being sent
+
+    def on_job(self, job: Job) -> None:
+        if job.finished:
+            return
+        self._want_text = status_text(job, warming_up=bool(self.warming_up and self.warming_up()))
+        if job.progress is not None and job.progress.preview_png:
+            self._want_preview = job.progress.preview_png
+        self._changed.set()
+
+    async def _run(self) -> None:
+        while not self._dead:
+            await self._changed.wait()
+            self._changed.clear()
+            wait = self._last_edit + self.interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text, preview = self._want_text, self._want_preview
+            if text == self._sent_text and preview is self._sent_preview:
+                continue
+            try:
+                await self.handle.edit(
+                    content=text, preview=preview if preview is not self._sent_preview else KEEP
+                )
+            except (discord.NotFound, discord.Forbidden) as e:
+                log.warning(
+                    "job %s: status message gone or not editable (%s); no more updates",
+                    self.job.id,
+                    e.status,
+                )
+                self._dead = True
+                return
+            except discord.HTTPException as e:
+                log.warning(
+                    "job %s: status edit failed (%s %s); will retry", self.job.id, e.status, e.text
+                )
+            except Exception:  # e.g. the HTTP session closed under us during shutdown
+                log.exception("job %s: status edit failed; no more updates", self.job.id)
+                self._dead = True
+                return
+            else:
+                self._sent_text, self._sent_preview = text, preview
+            self._last_edit = time.monotonic()
+
+    async def stop(self) -> None:
+        """No more progress edits (any edit in flight finishes first)."""
+        if self.on_job in self.job.listeners:
+            self.job.listeners.remove(self.on_job)
+        self._dead = True
+        self._changed.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=10)
+            if not self._task.done():
+                self._task.cancel()
+
+    async def finish(self, text: str) -> None:
+        """The final word on a job that produced no picture: text only, no button, no preview."""
+        await self.stop()
+        try:
+            await self.handle.edit(content=text, preview=None, view=None)
+        except discord.HTTPException as e:
+            log.warning("job %s: could not finalise the status message (%s)", self.job.id, e.status)
+
+    async def delete(self) -> None:
+        await self.stop()
+        try:
+            await self.handle.delete()
+        except discord.HTTPException as e:
+            log.info("job %s: could not delete the status message (%s)", self.job.id, e.status)
+
+
+# --- the result file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    format: str
+    width: int
+    height: int
+    note: str = ""
+
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> Iterator[Encoded]:
+    """The result as it came, then smaller: JPEG and WebP at `quality`, then JPEG
+    downscaled by 15 % a step. Lazy: each is encoded only if the one before was too big."""
+    yield Encoded(result.image, result.format, result.width, result.height)
+    from engine import images  # Pillow + NumPy; imported on first need
+    from engine.jobs import ImageLimits
+
+    loaded = images.load_image(
+        result.image,
+        name="the result",
+        limits=ImageLimits(max_bytes=len(result.image) + 1, max_pixels=10**9),
+    )
+    rgb, alpha = loaded.rgb, loaded.alpha
+    for fmt in ("jpeg", "webp"):
+        if fmt != result.format:
+            yield Encoded(
+                images.encode_image(rgb, format=fmt, quality=quality, alpha=alpha),
+                fmt,
+                result.width,
+                result.height,
+                f"sent as {fmt.upper()} to fit this server's upload limit",
+            )
+    height, width = rgb.shape[:2]
+    scale = 1.0
+    while True:
+        scale *= 0.85
+        h, w = round(height * scale), round(width * scale)
+        if min(h, w) < min_side:
+            return
+        small = images.resize_to(rgb, (h, w))
+        yield Encoded(
+            images.encode_image(small, format="jpeg", quality=quality, alpha=alpha),
+            "jpeg",
+            w,
+            h,
+            f"shrunk to {w}×{h} to fit this server's upload limit",
+        )
+
+
+def compact_input(data: bytes, longest: int) -> tuple[bytes, str]:
+    """An input image small enough to re-attach to a result (for the buttons), at no
+    more than the size the job will use. PNG when it has transparency, else JPEG."""
+    from engine import images
+    from engine.jobs import ImageLimits
+
+    loaded = images.load_image(
+        data, name="the input", limits=ImageLimits(max_bytes=len(data) + 1, max_pixels=10**9)
+    )
+    rgb, alpha = loaded.rgb, loaded.alpha
+    if max(rgb.shape[:2]) > longest:
+        rgb = images.resize_longest(rgb, longest)
+    if alpha is not None:
+        return images.encode_image(rgb, format="png", alpha=alpha), "png"
+    return images.encode_image(rgb, format="jpeg", quality=95), "jpg"
+
+
+def total_size(files: Sequence[tuple[str, bytes]]) -> int:
+    return sum(len(d) for _, d in files)
