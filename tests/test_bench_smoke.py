@@ -1,0 +1,156 @@
+"""The benchmark's pure helpers (no TensorFlow work): FLOP counting, time to target,
+report rendering, the snapshot policy. The benchmark itself is `python -m bench`."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import flops, quality, report
+
+
+def test_conv_flops_follow_the_formula_and_vgg19s_known_total():
+    rows = flops.conv_layer_flops(224, 224, "conv5_4")
+    assert [r[0] for r in rows] == list(flops.CONV_NAMES)
+    assert rows[0] == ("conv1_1", 224, 224, 2 * 224 * 224 * 3 * 64 * 9)
+    assert rows[-1][1:3] == (14, 14)
+    # VGG-19's sixteen convolutions are about 19.5 G multiply-adds at 224 px.
+    assert flops.forward_flops(224, 224, "conv5_4") / 2 == pytest.approx(19.5e9, rel=0.02)
+
+
+def test_step_is_twice_the_forward_pass_up_to_the_deepest_layer_used():
+    layers = ["conv4_2", "conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    forward = flops.forward_flops(512, 512, "conv5_1")
+    assert flops.step_flops(512, 512, layers) == 2 * forward
+    assert len(flops.conv_layer_flops(512, 512, "conv5_1")) == 13
+    assert flops.step_flops(512, 512, layers) / 1e9 == pytest.approx(378.7, abs=0.5)
+
+
+def test_pooling_floors_odd_sizes():
+    rows = flops.conv_layer_flops(101, 75, "conv5_1")
+    assert [(h, w) for name, h, w, _ in rows if name.endswith("_1")] == [
+        (101, 75), (50, 37), (25, 18), (12, 9), (6, 4)]
+
+
+def test_matmul_flops():
+    assert flops.matmul_flops(2048) == 2 * 2048**3
+
+
+CURVE = [(1, 1.0, 100.0, 1.0, 1.5), (2, 2.0, 50.0, 2.0, 3.0), (3, 3.0, 10.3, 3.0, 4.5),
+         (4, 4.0, 10.1, 4.0, 6.0), (5, 5.0, 10.0, 5.0, 7.5)]
+
+
+def test_time_to_target_is_the_first_point_within_the_target():
+    target = quality.target_loss(10.0)
+    assert target == pytest.approx(10.2)
+    assert quality.first_reaching(CURVE, target) == 3
+    assert quality.time_to_target(CURVE, target) == 4.0
+    assert quality.work_to_target(CURVE, target) == 4.0
+    assert quality.cpu_to_target(CURVE, target) == 6.0
+    assert quality.time_to_target(CURVE, 9.0) is None
+    assert quality.best_loss(CURVE + [(6, 6.0, math.nan, 6.0, 9.0)]) == 10.0
+
+
+def test_ratios_and_median():
+    assert quality.ratio(20.0, 100.0) == 0.2
+    assert quality.ratio(None, 100.0) is None
+    assert quality.median([3, 1, 2]) == 2
+    assert quality.median([4, 1, 2, 3]) == 2.5
+
+
+def synthetic_results() -> dict:
+    methods = []
+    for key, label, t in (("a", "notebook Adam", None), ("c", "L-BFGS, single scale (reference)", 80.0),
+                          ("d", "stylebot default job", 15.0)):
+        methods.append({"key": key, "label": label, "description": label, "settings": {"lr": 2.0},
+                        "evaluations": 100, "wall_s": 100.0, "ended": "done", "curve": CURVE,
+                        "best_over_ref": 1.0, "time_to_target": t,
+                        "ratio_to_ref": None if t is None else t / 100.0,
+                        "speedup": None if t is None else 100.0 / t, "work_to_target": 4.0,
+                        "ratio_to_ref_steps": None if t is None else t / 60.0, "cpu_ratio_to_ref": 0.5,
+                        "cpu": {"others_cpu_share": 0.1}, "peak_rss_mib": 900.0, "rss_start_mib": 800.0,
+                        "notes": ["a note"]})
+    return {
+        "benchmark": {"mode": "quick", "started": "now", "runtime_s": 123.0, "load_start": [1.0, 1.0, 1.0]},
+        "machine": {"cpu": {"model": "Test CPU", "cores": 2, "isa": ["avx512f"], "hypervisor": True},
+                    "software": {"tensorflow": "2.x", "keras": "3.x", "keras_backend": "tensorflow",
+                                 "numpy": "2.x"},
+                    "numpy_blas": {"library": "openblas", "version": "0.3", "threads": 2, "source": "test"}},
+        "weights": "random VGG-19 (seed 0)",
+        "images": {"content": "photo (640x640)", "style": "texture (640x640)"},
+        "peak": [{"library": "tensorflow", "dtype": "float32", "n": 2048, "median_s": 0.05,
+                  "gflops_median": 340.0, "gflops_best": 360.0, "gflop_per_cpu_s": 170.0,
+                  "others_cpu_share": 0.0}],
+        "step_cost": [{"size": 256, "height": 256, "width": 256, "precision": "float32", "median_s": 0.3,
+                       "step_gflop": 94.7, "gflops": 315.0, "pct_of_peak": 92.0, "speedup_vs_float32": 1.0,
+                       "peak_rss_mib": 1100.0, "others_cpu_share": 0.05},
+                      {"size": 512, "precision": "bfloat16", "error": "boom"}],
+        "process_start": {"config": "256 px float32",
+                          "phases_s": {"python_started": 0.1, "imports": 3.0, "first_step": 6.0}},
+        "time_to_quality": {"shape": [256, 256], "reference": {"loss": 10.0, "seconds": 100.0,
+                                                               "step_seconds": 60.0, "label": "L-BFGS"},
+                            "target_loss": 10.2, "methods": methods},
+        "caveats": ["Random weights."],
+    }
+
+
+def test_markdown_has_every_section_and_says_never():
+    md = report.render_markdown(synthetic_results())
+    for needle in ("Test CPU (VM), 2 cores", "random VGG-19", "## Reference peak", "## Step cost",
+                   "## Engine process start", "## Time to quality at 256×256", "never", "6.67×",
+                   "| a. notebook Adam |", "error", "> Random weights."):
+        assert needle in md, needle
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "plot.png"
+    assert report.plot(synthetic_results(), path) is None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_handles_numpy_values(tmp_path):
+    path = tmp_path / "r.json"
+    report.write_json({"x": np.float32(1.5), "a": np.arange(2)}, path)
+    assert '"x": 1.5' in path.read_text()
+
+
+def test_snapshot_policy_keeps_every_nth_each_scales_last_and_the_final(tmp_path):
+    from bench.methods import _Snapshots
+
+    snaps = _Snapshots(every=5, folder=tmp_path)
+    for count in range(1, 13):
+        shape = (4, 4, 3) if count <= 7 else (8, 8, 3)
+        snaps.offer(count, float(count), np.full(shape, count, np.float32))
+    snaps.finish()
+    assert [s[0] for s in snaps.saved] == [1, 6, 7, 12]
+    assert np.load(snaps.saved[2][3]).shape == (4, 4, 3)
+    # An engine reporting chunks of iterations: the spacing still holds.
+    chunked = _Snapshots(every=5, folder=tmp_path / "chunked")
+    (tmp_path / "chunked").mkdir()
+    for count in (3, 6, 9, 12):
+        chunked.offer(count, float(count), np.zeros((4, 4, 3), np.float32))
+    chunked.finish()
+    assert [s[0] for s in chunked.saved] == [3, 9, 12]
+
+
+def test_keras_adam_adds_epsilon_to_sqrt_v_not_to_the_bias_corrected_one():
+    from bench.methods import keras_adam
+
+    g = np.array([0.03, -0.001, 0.0], np.float32)
+    lr, eps, beta2 = 5.1, 0.1 / 255, 0.999
+    x = keras_adam(lambda x: (0.0, g), np.full(3, 100.0), evaluations=1, lower=0.0, upper=255.0,
+                   learning_rate=lr, beta1=0.99, beta2=beta2, epsilon=eps)
+    # Step 1: lr * sqrt(1-b2) * g / (sqrt(1-b2) |g| + eps)  =  lr * g / (|g| + eps / sqrt(1-b2))
+    expected = 100.0 - lr * g / (np.abs(g) + eps / np.sqrt(1 - beta2))
+    assert np.allclose(x, expected, rtol=1e-5)
+
+
+def test_pure_modules_do_not_import_tensorflow():
+    code = ("import sys, bench.flops, bench.quality, bench.report, bench.methods, bench.pictures; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
