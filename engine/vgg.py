@@ -78,6 +78,9 @@ class FeatureNetwork:
         self.mean_bgr = np.asarray(weights.mean_bgr, dtype=np.float32)
         self._conv_layers: dict[str, keras.layers.Layer] = {}
         self.model = self._build(pooling, precision)
+        # A fixed feature extractor: no backend tracks gradients for the weights
+        # (PyTorch would otherwise build autograd graphs through them, targets included).
+        self.model.trainable = False
         self._load(weights)
         if normalize:
             self._normalize()
@@ -93,10 +96,12 @@ class FeatureNetwork:
         outputs = {}
         last = keras_layer_name(self.layer_names[-1])
         for layer in reference.layers[1:]:
-            config = layer.get_config()
+            # Layer attributes, not get_config(): serialising a config imports
+            # TensorFlow whenever it is installed, whatever the backend (+400 MB).
             if isinstance(layer, keras.layers.Conv2D):
-                config["dtype"] = dtype
-                conv = keras.layers.Conv2D.from_config(config)
+                conv = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                                           padding=layer.padding, activation=layer.activation,
+                                           name=layer.name, dtype=dtype)
                 x = conv(x)
                 paper = self.layer_names[[keras_layer_name(n) for n in self.layer_names].index(layer.name)]
                 self._conv_layers[paper] = conv
@@ -106,8 +111,8 @@ class FeatureNetwork:
                     break
             else:  # pooling: the paper found average pooling "slightly more appealing"
                 pool_cls = keras.layers.AveragePooling2D if pooling == "avg" else keras.layers.MaxPooling2D
-                x = pool_cls(pool_size=config["pool_size"], strides=config["strides"],
-                             padding=config["padding"], name=layer.name, dtype=dtype)(x)
+                x = pool_cls(pool_size=layer.pool_size, strides=layer.strides,
+                             padding=layer.padding, name=layer.name, dtype=dtype)(x)
         return keras.Model(inputs, outputs, name="vgg19_features")
 
     def _load(self, weights: VGGWeights) -> None:
