@@ -13,7 +13,7 @@ from typing import Sequence
 from engine.config import ConfigError, load_engine_config
 from engine.errors import InputError
 from engine.jobs import (COLOR_MODES, HISTOGRAM_METHODS, INIT_MODES, OPTIMIZERS, OUTPUT_FORMATS,
-                         POOLING_MODES, PRECISIONS, PRESETS, TransferSettings, apply_preset,
+                         POOLING_MODES, PRECISIONS, PRESETS, DEVICES, TransferSettings, apply_preset,
                          style_blend_weights)
 
 EXIT_BAD_INPUT = 2
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-scale", type=float, help="style image size relative to the output")
     p.add_argument("--pooling", choices=POOLING_MODES)
     p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--device", choices=DEVICES, help="auto (a GPU if one is found), gpu or cpu")
     p.add_argument("--weights", help="'auto', 'random' (offline testing, not art) or a .h5/.mat path")
     p.add_argument("--models-dir", type=Path, help="where weights are stored and downloaded")
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: from -o's extension)")
@@ -87,7 +88,7 @@ OPTION_TO_SETTING = {
     "init": "init", "noise_ratio": "noise_ratio", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "color": "color", "histogram_method": "histogram_method",
     "style_blend": "style_blend", "style_scale": "style_scale", "pooling": "pooling",
-    "precision": "precision",
+    "precision": "precision", "device": "device",
 }
 
 
@@ -156,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("WARNING: using RANDOM VGG-19 weights (--weights random). This tests the pipeline "
               "offline; the output is a texture, NOT art.", file=sys.stderr)
 
+    from engine import device
+
+    device.configure(settings.device)  # before the network is built: Keras puts it there
     from engine.transfer import Engine
 
     bar = None if args.quiet else iteration_bar(settings.iterations)

@@ -28,7 +28,8 @@ COLOR_MODES = ("none", "luminance", "histogram")
 HISTOGRAM_METHODS = ("cholesky", "pca")
 POOLING_MODES = ("avg", "max")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
+DEVICES = ("auto", "cpu", "gpu")
 PRESETS = ("art", "photo")
 
 # Gatys et al. 2016, Sec. 2: content on conv4_2, style on conv1_1 ... conv5_1,
@@ -52,9 +53,11 @@ class TransferSettings:
     """Everything that shapes one stylisation. Defaults live here and only here."""
 
     size: int = 512
-    iterations: int = 500
-    scales: int = 1
-    scale_iterations: tuple[float, ...] = ()
+    # Coarse-to-fine by default: 200 steps at half size, then 100 at full size (the
+    # benchmark's time-to-quality table in the README shows why).
+    iterations: int = 300
+    scales: int = 2
+    scale_iterations: tuple[float, ...] = (2.0, 1.0)
     style_strength: float = 1e4
     content_layers: tuple[tuple[str, float], ...] = PAPER_CONTENT_LAYERS
     style_layers: tuple[tuple[str, float], ...] = PAPER_STYLE_LAYERS
@@ -69,7 +72,8 @@ class TransferSettings:
     style_blend: tuple[float, ...] = ()
     style_scale: float = 1.0
     pooling: str = "avg"
-    precision: str = "float32"
+    precision: str = "auto"
+    device: str = "auto"  # auto, cpu or gpu: chosen once, when the engine process starts
     preview_every: int = 10
     preview_size: int = 128
 
@@ -126,6 +130,7 @@ def settings_problems(s: TransferSettings) -> list[str]:
     choice("histogram_method", s.histogram_method, HISTOGRAM_METHODS)
     choice("pooling", s.pooling, POOLING_MODES)
     choice("precision", s.precision, PRECISIONS)
+    choice("device", s.device, DEVICES)
     if s.preview_every < 0:
         problems.append("preview_every must be 0 (off) or more")
     return problems

@@ -151,6 +151,31 @@ def fit_longest(rgb: np.ndarray, longest: int) -> np.ndarray:
     return rgb if max(rgb.shape[:2]) == longest else images.resize_longest(rgb, longest)
 
 
+def cpu_flags(cpuinfo: str) -> set[str]:
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def resolve_precision(requested: str, device: str, flags: set[str]) -> str:
+    """"auto" picks bfloat16 convolutions where the hardware runs them natively (a GPU,
+    or a CPU with AVX512_BF16 or AMX), else float32. Emulated bfloat16 is slower."""
+    if requested != "auto":
+        return requested
+    if device != "cpu" or flags & {"avx512_bf16", "amx_bf16"}:
+        return "bfloat16"
+    return "float32"
+
+
+def host_cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return cpu_flags(f.read())
+    except OSError:  # not Linux: be conservative
+        return set()
+
+
 def style_size(settings: TransferSettings) -> int:
     return max(16, round(settings.size * settings.style_scale))
 
@@ -168,12 +193,19 @@ class Objective:
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
         self.model = network.submodel(self.layers)
         self.mean_bgr = network.mean_bgr
-        self.step = backends.current().value_and_grad(self.__call__)
+        # The backend's compiled step (and on-device optimiser loops); the weights
+        # are handed over so that JAX can pass them to its compiled code as arguments.
+        backend = backends.current()
+        self.step = backend.value_and_grad(self.__call__, self.model.variables)
+        noise = optimize.NOISE_BFLOAT16 if network.key.precision == "bfloat16" else optimize.NOISE_FLOAT32
+        self.loops = optimize.DeviceLoops(backend, self.__call__, self.model.variables,
+                                          term_names=("content", "style", "tv"), noise=noise)
 
     def __call__(self, image, content_targets, style_targets, content_weights, style_weights,
                  tv_weight):
         # content_weights and tv_weight arrive scaled by content_scale().
-        bgr = ops.flip(image, axis=-1) - self.mean_bgr
+        # A tensor, not an ndarray: PyTorch tensors refuse NumPy operands.
+        bgr = ops.flip(image, axis=-1) - ops.convert_to_tensor(self.mean_bgr)
         outputs = self.model(bgr[None], training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
@@ -202,13 +234,26 @@ class Engine:
     weights: VGGWeights
     _networks: dict = field(default_factory=dict, repr=False)
     _objectives: dict = field(default_factory=dict, repr=False)
+    _auto_precision: str | None = field(default=None, repr=False)
 
     def describe(self) -> dict[str, str]:
+        from engine import device
+
         info = dict(backends.current().describe())
+        info["device"] = device.current().label()  # chooses it, if nobody has yet
         info["weights"] = self.weights.source
         return info
 
+    def precision(self, settings: TransferSettings) -> str:
+        if settings.precision != "auto":
+            return settings.precision
+        if self._auto_precision is None:
+            device = backends.current().describe().get("device", "cpu")
+            self._auto_precision = resolve_precision("auto", device, host_cpu_flags())
+        return self._auto_precision
+
     def network(self, settings: TransferSettings) -> FeatureNetwork:
+        settings = replace(settings, precision=self.precision(settings))
         key = (settings.pooling, settings.precision)
         if key not in self._networks:
             # Build up to conv5_1 once; each job's model is pruned to its own deepest layer.
@@ -286,7 +331,26 @@ class Engine:
     @staticmethod
     def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
                   settings: TransferSettings, reporter: "_Reporter") -> np.ndarray:
+        from engine import device
+
         shape = x0.shape
+        if device.current().device_loop(settings.optimizer):
+            # Compiled chunks of iterations on the device (engine/device.py says why
+            # on CPUs too). Chunks end where a preview (or on_image) needs the image.
+            start, every = reporter.count, settings.preview_every if reporter.on_progress else 0
+
+            def needs_image(k: int) -> bool:
+                done = start + k
+                return reporter.on_image is not None or bool(every) and (
+                    done % every == 0 or done == reporter.total)
+
+            x = objective.loops.minimize(
+                settings.optimizer, x0, args, evaluations=iterations, lower=PIXEL_MIN,
+                upper=PIXEL_MAX,
+                learning_rate=settings.learning_rate if settings.optimizer == "adam" else 1.0,
+                report=lambda loss, terms, image: reporter.evaluated(image, loss, terms),
+                needs_image=needs_image)
+            return x.reshape(shape).astype(np.float32)
 
         def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
             image = x.reshape(shape).astype(np.float32)

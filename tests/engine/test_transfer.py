@@ -178,3 +178,14 @@ def test_pyramid_job_reads_as_one_progress_bar(engine):
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     # The 6 coarse steps cost a quarter of the 3 fine ones each: 6/4 / (6/4 + 3).
     assert fractions[5] == pytest.approx(1.5 / 4.5, rel=0.05)
+
+
+def test_auto_precision_uses_bfloat16_only_where_native():
+    from engine.transfer import cpu_flags, resolve_precision
+
+    flags = cpu_flags("processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert "avx512_bf16" in flags
+    assert resolve_precision("auto", "cpu", flags) == "bfloat16"
+    assert resolve_precision("auto", "cpu", {"avx2", "avx512f"}) == "float32"
+    assert resolve_precision("auto", "/GPU:0", set()) == "bfloat16"
+    assert resolve_precision("float32", "/GPU:0", flags) == "float32"
