@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import PROJECT_ROOT, ConfigError, EngineConfig, engine_config, load_raw
+from engine.config import (PROJECT_ROOT, ConfigError, EngineConfig, engine_config, load_raw,
+                           map_dataclass)
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,7 @@ class MissingToken(ConfigError):
 
 
 def bot_settings(raw: Mapping[str, Any]) -> BotSettings:
-    table = dict(raw.get("bot", {}))
-    known = {f.name for f in fields(BotSettings)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"[bot] unknown setting(s): {', '.join(unknown)}")
-    try:
-        return BotSettings(**table)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"[bot] {e}") from None
+    return map_dataclass(BotSettings, raw.get("bot", {}), "bot")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
