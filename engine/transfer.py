@@ -191,6 +191,7 @@ class Objective:
         self.content_layers = tuple(content_layers)
         self.style_layers = tuple(style_layers)
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
+        self.network = network
         self.model = network.submodel(self.layers)
         self.mean_bgr = network.mean_bgr
         # The backend's compiled step (and on-device optimiser loops); the weights
@@ -376,11 +377,11 @@ class Engine:
         return content, styles
 
     def _targets(self, objective: Objective, content, styles, blend) -> Targets:
-        feats = self._features(objective, content)
+        feats = objective.network.features(content, objective.layers)
         content_targets = [feats[n] for n in objective.content_layers]
         grams = [np.zeros((0,))] * len(objective.style_layers)
         for weight, style in zip(blend, styles):
-            style_feats = self._features(objective, style)
+            style_feats = objective.network.features(style, objective.layers)
             for i, name in enumerate(objective.style_layers):
                 gram = keras.ops.convert_to_numpy(losses.gram_matrix(style_feats[name]))
                 # Blending Gram targets is equivalent to blending the style losses:
@@ -388,14 +389,6 @@ class Engine:
                 # (the approach of jcjohnson/neural-style's -style_blend_weights).
                 grams[i] = weight * gram if grams[i].size == 0 else grams[i] + weight * gram
         return Targets(content_targets, grams)
-
-    @staticmethod
-    def _features(objective: Objective, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        bgr = (rgb[..., ::-1] - objective.mean_bgr).astype(np.float32)
-        outputs = objective.model(bgr[None], training=False)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return {n: keras.ops.convert_to_numpy(o)[0] for n, o in zip(objective.layers, outputs)}
 
     @staticmethod
     def _step_args(settings: TransferSettings, objective: Objective, targets: Targets,
