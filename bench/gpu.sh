@@ -23,7 +23,8 @@
 #     precision "auto" is bfloat16 on a GPU), warm, after a short job that compiles;
 #   - peak GPU memory; and the bfloat16 job's final loss against the float32 one's,
 #     both scored by the float32 loss (the issue allows 2 %).
-# Then, time permitting: `python -m bench` on each backend, and torch.compile on
+# Then, time permitting: `python -m bench --parts peak,steps` on each backend (it needs
+# no TensorFlow: the peak is the backend's own matmul), and torch.compile on
 # the 512-px step. Weights are random (the real file is too large to carry): the
 # timings are those of the real network, the losses are not art.
 #
@@ -319,8 +320,8 @@ done
 
 # The shared benchmark, if it runs without TensorFlow on this machine.
 for backend in $BACKENDS; do
-    KERAS_BACKEND=$backend step 90 "$PYTHON" -m bench --quick --parts steps \
-        --sizes "$(echo $SIZES | tr ' ' ,)" --weights random --out "$WORK/bench_$backend" \
+    KERAS_BACKEND=$backend step 120 "$PYTHON" -m bench --quick --parts peak,steps --peak-n 8192 \
+        --sizes "$(echo $SIZES | tr ' ' ,)" --weights random --out "$OUT/bench_$backend" \
         || say "python -m bench failed on $backend (see gpu.log)"
 done
 

@@ -14,6 +14,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Self
 
 from bench.flops import matmul_flops
@@ -96,15 +97,27 @@ def numpy_blas() -> dict[str, object]:
 
 
 def software() -> dict[str, str]:
-    """Versions; imports TensorFlow and Keras (call it where they are loaded anyway)."""
+    """Versions; imports Keras (and TensorFlow where that is the backend).
+
+    Call it where they are loaded anyway. A GPU machine may have JAX or PyTorch and
+    no TensorFlow at all (issue 5), so TensorFlow is only asked for when it runs.
+    """
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "keras_backend": keras.backend.backend(), "numpy": np.__version__,
-            "tf_intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads() or "auto"),
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}
+    backend = keras.backend.backend()
+    out = {"keras": keras.__version__, "keras_backend": backend, "numpy": np.__version__}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        out.update({"tensorflow": tf.__version__,
+                    "tf_intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads()
+                                               or "auto"),
+                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")})
+    else:
+        module = __import__(backend)
+        out[backend] = module.__version__
+    return out
 
 
 def load_average() -> tuple[float, float, float] | None:
@@ -215,21 +228,56 @@ def _peak_row(library: str, dtype: str, n: int, repeats: int, walls: list[float]
             "others_cpu_share": monitor.others_cpu_share}
 
 
-def tf_matmul_peak(n: int, dtype: str, repeats: int = 5, warmup: int = 2) -> dict[str, object]:
-    """GFLOP/s of one compiled n x n TensorFlow matmul (median and best of `repeats`).
+def _backend_matmul(n: int, dtype: str) -> Callable[[], object]:
+    """A call that runs one compiled n x n matmul on the Keras backend's default device
+    and waits for it (GPU calls return before the work is done)."""
+    import keras
 
-    CPU ops run synchronously, so timing the call is timing the product; the
-    output is not copied back to NumPy.
-    """
-    import tensorflow as tf
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    rng = tf.random.Generator.from_seed(0)
-    a = tf.cast(rng.normal((n, n)), dtype)
-    b = tf.cast(rng.normal((n, n)), dtype)
-    matmul = tf.function(tf.linalg.matmul)
+        rng = tf.random.Generator.from_seed(0)
+        a = tf.cast(rng.normal((n, n)), dtype)
+        b = tf.cast(rng.normal((n, n)), dtype)
+        matmul = tf.function(tf.linalg.matmul)
+        return lambda: matmul(a, b)  # CPU ops are synchronous; GPU: .numpy() below would copy
+    if backend == "jax":
+        import jax
+
+        ka, kb = jax.random.split(jax.random.PRNGKey(0))
+        a = jax.random.normal(ka, (n, n)).astype(dtype)
+        b = jax.random.normal(kb, (n, n)).astype(dtype)
+        matmul = jax.jit(jax.numpy.matmul)
+        return lambda: matmul(a, b).block_until_ready()
+    if backend == "torch":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        gen = torch.Generator(device=device).manual_seed(0)
+        a = torch.randn((n, n), generator=gen, device=device).to(getattr(torch, dtype))
+        b = torch.randn((n, n), generator=gen, device=device).to(getattr(torch, dtype))
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+        def call() -> None:
+            with torch.no_grad():
+                torch.matmul(a, b)
+            sync()
+
+        return call
+    raise RuntimeError(f"no matmul peak for Keras backend {backend!r}")
+
+
+def backend_matmul_peak(n: int, dtype: str, repeats: int = 5, warmup: int = 2) -> dict[str, object]:
+    """GFLOP/s of one compiled n x n matmul on the engine's Keras backend (median and
+    best of `repeats`), labelled with the backend's name. The output is never copied
+    back to NumPy: that would time the copy too."""
+    import keras
+
+    call = _backend_matmul(n, dtype)
     with CpuMonitor() as mon:
-        walls, cpus = timed(lambda: matmul(a, b), repeats, warmup)
-    return _peak_row("tensorflow", dtype, n, repeats, walls, cpus, mon)
+        walls, cpus = timed(call, repeats, warmup)
+    return _peak_row(keras.backend.backend(), dtype, n, repeats, walls, cpus, mon)
 
 
 def numpy_matmul_peak(n: int, repeats: int = 5, warmup: int = 2) -> dict[str, object]:

@@ -47,8 +47,15 @@ def machine_line(results: Mapping[str, Any]) -> str:
     guest = " (VM)" if cpu.get("hypervisor") else ""
     blas_s = f"{blas.get('library') or '?'} {blas.get('version') or ''}".strip()
     return (f"{cpu.get('model', '?')}{guest}, {cpu.get('cores', '?')} cores, {isa}; "
-            f"TensorFlow {sw.get('tensorflow', '?')}, Keras {sw.get('keras', '?')} "
+            f"{backend_name(sw)}, Keras {sw.get('keras', '?')} "
             f"({sw.get('keras_backend', '?')} backend), NumPy {sw.get('numpy', '?')} with {blas_s}")
+
+
+def backend_name(software: Mapping[str, Any]) -> str:
+    """'TensorFlow 2.21.0', 'JAX 0.8.1', 'PyTorch 2.13.0': the library that ran the steps."""
+    backend = software.get("keras_backend", "tensorflow")
+    label = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}.get(backend, backend)
+    return f"{label} {software.get(backend, '?')}"
 
 
 # --- sections ----------------------------------------------------------------------------
@@ -81,7 +88,7 @@ def step_table(steps: Sequence[Mapping[str, Any]]) -> str:
 
 
 def start_table(phases: Mapping[str, float]) -> str:
-    names = {"python_started": "interpreter up", "imports": "imports (TensorFlow, Keras, engine)",
+    names = {"python_started": "interpreter up", "imports": "imports (Keras and its backend, engine)",
              "weights": "weights loaded", "network": "network built", "targets": "targets computed",
              "first_step": "first step done (tracing)"}
     rows, previous = [], 0.0
@@ -136,7 +143,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 ("GFLOP/step = 2 × forward 3×3 convolution FLOPs (2·H·W·C_in·C_out·9 per conv, conv1_1 "
                  "… the deepest layer in use; the image gradient needs each conv's input gradient, no "
                  "weight gradients); Gram matrices, pooling and losses are not counted. % of peak is "
-                 "against the TensorFlow matmul of the same dtype: median step vs median matmul; "
+                 "against the backend's matmul of the same dtype: median step vs median matmul; "
                  "fastest step vs fastest matmul (what a quiet moment allows); and GFLOP per CPU-second "
                  "of the step vs of the matmul (both on all cores: barely moved by other processes, "
                  "but counting spin-waits). Peak RSS is a fresh process's "
@@ -151,8 +158,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         out += [f"## Time to quality at {ttq['shape'][1]}×{ttq['shape'][0]} px", ""]
         if ref:
             steps = ref.get("step_seconds")
-            split = (f", of which {fmt(steps, '.1f')} s in network steps and the rest in SciPy's L-BFGS-B "
-                     "and setup" if steps else "")
+            split = (f", of which {fmt(steps, '.1f')} s in network steps and the rest in the reference's "
+                     "NumPy L-BFGS and setup" if steps else "")
             out += [(f"L_ref = {fmt(ref['loss'], '.6g')} (the loss of the image {ref['label']} returns), "
                      f"T_ref = {fmt(ref['seconds'], '.1f')} s{split}; target {TARGET_FACTOR}·L_ref = "
                      f"{fmt(ttq['target_loss'], '.6g')}."), ""]

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mark("python_started")
     import numpy as np
-    import tensorflow  # noqa: F401  (timed on its own: the largest part of a cold start)
+    import keras  # noqa: F401  (with its backend: the largest part of a cold start)
 
     from bench import inputs, machine, problem
     from bench.flops import step_flops

@@ -3,9 +3,13 @@ report rendering, the snapshot policy. The benchmark itself is `python -m bench`
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +158,28 @@ def test_pure_modules_do_not_import_tensorflow():
     code = ("import sys, bench.flops, bench.quality, bench.report, bench.methods, bench.pictures; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_peak_and_versions_need_only_the_engines_backend(backend, tmp_path):
+    """A GPU machine has JAX or PyTorch and no TensorFlow (issue 5): the benchmark's
+    matmul peak and version probe must run on the chosen backend with TensorFlow
+    unimportable, and label the peak with that backend."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    blocker = tmp_path / "tensorflow"
+    if backend != "tensorflow":
+        blocker.mkdir()
+        (blocker / "__init__.py").write_text("raise ImportError('no TensorFlow here')\n")
+    code = ("import json, engine, bench.machine as m; "
+            "row = m.backend_matmul_peak(128, 'float32', repeats=2, warmup=1); "
+            "print(json.dumps([row['library'], row['gflops_median'], m.software()]))")
+    env = {**os.environ, "KERAS_BACKEND": backend,
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).parents[1]}"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    library, gflops, software = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert library == backend and gflops > 0
+    assert software["keras_backend"] == backend and software[backend]
+    assert report.backend_name(software).split()[0] in ("TensorFlow", "JAX", "PyTorch")
