@@ -158,12 +158,21 @@ def cpu_flags(cpuinfo: str) -> set[str]:
     return set()
 
 
-def resolve_precision(requested: str, device: str, flags: set[str]) -> str:
-    """"auto" picks bfloat16 convolutions where the hardware runs them natively (a GPU,
-    or a CPU with AVX512_BF16 or AMX), else float32. Emulated bfloat16 is slower."""
+# Backends whose CPU convolutions are slower in bfloat16 than in float32 even where
+# the CPU has bfloat16 instructions: XLA's CPU backend (JAX) converts and runs them
+# in float32 (measured by `python -m bench`: 0.88 s vs 0.82 s a 512-px step).
+NO_FAST_CPU_BFLOAT16 = frozenset({"jax"})
+
+
+def resolve_precision(requested: str, device: str, flags: set[str], backend: str = "tensorflow") -> str:
+    """"auto" picks bfloat16 convolutions where they run natively (a GPU, or a CPU with
+    AVX512_BF16 or AMX on a backend that uses them), else float32: emulated bfloat16
+    is slower."""
     if requested != "auto":
         return requested
-    if device != "cpu" or flags & {"avx512_bf16", "amx_bf16"}:
+    if device != "cpu":
+        return "bfloat16"
+    if flags & {"avx512_bf16", "amx_bf16"} and backend not in NO_FAST_CPU_BFLOAT16:
         return "bfloat16"
     return "float32"
 
@@ -249,8 +258,9 @@ class Engine:
         if settings.precision != "auto":
             return settings.precision
         if self._auto_precision is None:
-            device = backends.current().describe().get("device", "cpu")
-            self._auto_precision = resolve_precision("auto", device, host_cpu_flags())
+            info = backends.current().describe()
+            self._auto_precision = resolve_precision("auto", info.get("device", "cpu"), host_cpu_flags(),
+                                                     info.get("backend", backends.name()))
         return self._auto_precision
 
     def network(self, settings: TransferSettings) -> FeatureNetwork:

@@ -189,3 +189,7 @@ def test_auto_precision_uses_bfloat16_only_where_native():
     assert resolve_precision("auto", "cpu", {"avx2", "avx512f"}) == "float32"
     assert resolve_precision("auto", "/GPU:0", set()) == "bfloat16"
     assert resolve_precision("float32", "/GPU:0", flags) == "float32"
+    # JAX's CPU convolutions are slower in bfloat16: auto keeps float32 there, not on a GPU.
+    assert resolve_precision("auto", "cpu", flags, "jax") == "float32"
+    assert resolve_precision("auto", "gpu", set(), "jax") == "bfloat16"
+    assert resolve_precision("auto", "cpu", flags, "torch") == "bfloat16"
