@@ -33,7 +33,7 @@ QUICK = {"sizes": "256,512", "tq_size": 256, "ref_iterations": 100, "repeats": 3
          "peak_repeats": 7}
 FULL = {"sizes": "256,384,512", "tq_size": 512, "ref_iterations": 500, "repeats": 7, "peak_n": 4096,
         "peak_repeats": 11}
-PARTS = ("steps", "peak", "ttq")
+PARTS = ("steps", "peak", "ttq", "job")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="float32,bfloat16",
                    help="step-cost precisions, comma-separated (default: float32,bfloat16)")
     p.add_argument("--methods", default="a,b,c,d", help="time-to-quality methods (default: a,b,c,d)")
-    p.add_argument("--parts", default=",".join(PARTS), help="parts to run (default: steps,peak,ttq)")
+    p.add_argument("--parts", default=",".join(PARTS), help="parts to run (default: steps,peak,ttq,job)")
     p.add_argument("--tq-size", type=int, help="time-to-quality size, longest side (full 512, quick 256)")
     p.add_argument("--ref-iterations", type=int,
                    help="L-BFGS reference evaluations (full 500 = jcjohnson's default; quick 100)")
@@ -138,6 +138,49 @@ def annotate_steps(rows: list[dict], peaks: list[dict]) -> None:
         r["speedup_vs_float32_cpu"] = f32_cpu[r["size"]] / r["cpu_median_s"] if r["size"] in f32_cpu else None
         cpu_peak = per_cpu.get(r["precision"])
         r["pct_of_peak_cpu"] = 100 * r["step_gflop"] / r["cpu_median_s"] / cpu_peak if cpu_peak else None
+
+
+# --- the default job as a host runs it: `python -m engine` in a fresh process -----------
+
+
+def run_job_process(args: argparse.Namespace, weights: object, content, style) -> dict:
+    """Wall time and peak resident memory of the default job at the time-to-quality size,
+    run by the CLI in a fresh process: start-up, weights, network, targets, the whole
+    pyramid, the PNG written. The memory target is about this process (the bot's engine
+    process does the same work); os.wait4 gives this child's own high-water mark."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="stylebot-bench-job-") as tmp:
+        paths = []
+        for name, image in (("content", content), ("style", style)):
+            path = Path(tmp) / f"{name}.png"
+            Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(path)
+            paths.append(str(path))
+        out = Path(tmp) / "out.png"
+        source = "random" if getattr(weights, "is_random", False) else str(weights.source)
+        cmd = [sys.executable, "-m", "engine", *paths, "-o", str(out), "--size", str(args.tq_size),
+               "--seed", str(args.seed), "--weights", source, "--quiet"]
+        log(f"default job in a fresh process: {' '.join(cmd[1:])}")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        started = time.perf_counter()
+        with machine.CpuMonitor() as monitor:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        row = {"size": args.tq_size, "command": "python -m engine " + " ".join(cmd[3:]),
+               "exit_code": proc.returncode, "wall_s": wall,
+               "cpu_s": usage.ru_utime + usage.ru_stime,
+               "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
+               "others_cpu_share": monitor.others_cpu_share, "wrote_image": out.exists()}
+        if proc.returncode != 0:
+            row["error"] = (stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    log(f"  {wall:.1f} s, peak RSS {row['peak_rss_mib']:.0f} MiB, exit {proc.returncode}")
+    return row
 
 
 # --- peak --------------------------------------------------------------------------------
@@ -287,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         content, style = inputs.bench_images(args.content, args.style)
         results["images"] = inputs.describe_images(args.content, args.style, content, style)
+    if "job" in args.parts:
+        weights, results["weights"] = inputs.load_bench_weights(args.weights, args.models_dir)
+        results["job"] = run_job_process(args, weights, content, style)
     results.setdefault("weights", "see step cost")
     results["benchmark"]["load_end"] = machine.load_average()
     results["benchmark"]["runtime_s"] = time.perf_counter() - started

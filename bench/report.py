@@ -99,6 +99,13 @@ def start_table(phases: Mapping[str, float]) -> str:
     return table(["phase", "s", "cumulative s"], rows)
 
 
+def job_table(job: Mapping[str, Any]) -> str:
+    outcome = "image written" if job.get("wrote_image") else f"failed: {job.get('error', '?')}"
+    return table(["size (longest side)", "wall s", "CPU s", "peak RSS MiB", "result", "others' CPU"],
+                 [[f"{job['size']} px", fmt(job.get("wall_s"), ".1f"), fmt(job.get("cpu_s"), ".1f"),
+                   fmt(job.get("peak_rss_mib"), ".0f"), outcome, fmt_pct(job.get("others_cpu_share"))]])
+
+
 def ttq_table(ttq: Mapping[str, Any]) -> str:
     ref = ttq.get("reference") or {}
     rows = []
@@ -152,6 +159,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         ps = results["process_start"]
         out += [f"## Engine process start ({ps.get('config', '')}, cold process)", "",
                 start_table(ps.get("phases_s", {})), ""]
+    if results.get("job"):
+        out += ["## The default job in a fresh process (`python -m engine`, as a host runs it)", "",
+                job_table(results["job"]), "",
+                ("Wall and CPU time include the interpreter, imports, weights, network, targets, "
+                 "every scale and writing the PNG; peak RSS is that process's high-water mark "
+                 "(os.wait4), i.e. what the bot's engine process needs at this size."), ""]
     ttq = results.get("time_to_quality")
     if ttq:
         ref = ttq.get("reference") or {}

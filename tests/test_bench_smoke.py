@@ -98,6 +98,8 @@ def synthetic_results() -> dict:
         "time_to_quality": {"shape": [256, 256], "reference": {"loss": 10.0, "seconds": 100.0,
                                                                "step_seconds": 60.0, "label": "L-BFGS"},
                             "target_loss": 10.2, "methods": methods},
+        "job": {"size": 512, "wall_s": 61.5, "cpu_s": 118.0, "peak_rss_mib": 1730.4, "exit_code": 0,
+                "wrote_image": True, "others_cpu_share": 0.02},
         "caveats": ["Random weights."],
     }
 
@@ -106,7 +108,8 @@ def test_markdown_has_every_section_and_says_never():
     md = report.render_markdown(synthetic_results())
     for needle in ("Test CPU (VM), 2 cores", "random VGG-19", "## Reference peak", "## Step cost",
                    "## Engine process start", "## Time to quality at 256×256", "never", "6.67×",
-                   "| a. notebook Adam |", "error", "> Random weights."):
+                   "| a. notebook Adam |", "error", "> Random weights.",
+                   "## The default job in a fresh process", "| 512 px | 61.5 | 118.0 | 1730 | image written |"):
         assert needle in md, needle
 
 
