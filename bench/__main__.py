@@ -147,7 +147,7 @@ def run_job_process(args: argparse.Namespace, weights: object, content, style) -
     """Wall time and peak resident memory of the default job at the time-to-quality size,
     run by the CLI in a fresh process: start-up, weights, network, targets, the whole
     pyramid, the PNG written. The memory target is about this process (the bot's engine
-    process does the same work); os.wait4 gives this child's own high-water mark."""
+    process does the same work); bench.peakrss says why it is measured from there."""
     import tempfile
 
     import numpy as np
@@ -167,19 +167,19 @@ def run_job_process(args: argparse.Namespace, weights: object, content, style) -
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         started = time.perf_counter()
         with machine.CpuMonitor() as monitor:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+            proc = subprocess.run([sys.executable, "-m", "bench.peakrss", *cmd], capture_output=True,
+                                  text=True, env=env, timeout=3600, check=False)
         wall = time.perf_counter() - started
+        try:
+            measured = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            measured = {"exit_code": proc.returncode, "peak_rss_mib": None, "cpu_s": None}
         row = {"size": args.tq_size, "command": "python -m engine " + " ".join(cmd[3:]),
-               "exit_code": proc.returncode, "wall_s": wall,
-               "cpu_s": usage.ru_utime + usage.ru_stime,
-               "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
-               "others_cpu_share": monitor.others_cpu_share, "wrote_image": out.exists()}
-        if proc.returncode != 0:
-            row["error"] = (stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-    log(f"  {wall:.1f} s, peak RSS {row['peak_rss_mib']:.0f} MiB, exit {proc.returncode}")
+               "wall_s": wall, **measured, "others_cpu_share": monitor.others_cpu_share,
+               "wrote_image": out.exists()}
+        if row["exit_code"] != 0:
+            row["error"] = ((proc.stderr or "").strip().splitlines() or [f"exit {row['exit_code']}"])[-1]
+    log(f"  {wall:.1f} s, peak RSS {report.fmt(row['peak_rss_mib'], '.0f')} MiB, exit {row['exit_code']}")
     return row
 
 

@@ -108,7 +108,7 @@ from engine import device, images, optimize  # noqa: E402
 dev = device.configure(os.environ["GPU_BENCH_DEVICE"])
 res["device"], res["kind"] = dev.label(), dev.kind
 from engine.jobs import TransferSettings  # noqa: E402
-from engine.transfer import Engine, content_scale, style_size  # noqa: E402
+from engine.transfer import Engine, style_size  # noqa: E402
 from engine.weights import random_weights  # noqa: E402
 res["import_s"] = time.perf_counter() - t0
 
@@ -199,8 +199,7 @@ for precision in precisions:
         c = images.resize_longest(content, size)
         s = images.resize_longest(style, style_size(settings))
         objective = engine.objective(settings)
-        targets = engine._targets(objective, c, [s], (1.0,))
-        args = Engine._step_args(settings, objective, targets, content_scale(*c.shape[:2]))
+        args = engine.step_args(objective, c, [s], settings)
         h, w = c.shape[:2]
         r["shape"], r["step_gflop"] = [h, w], step_gflop(h, w)
         reset_mem()

@@ -2,13 +2,9 @@
 
 Mirrors the setup of `Engine.stylize` at its finest scale: content resized to
 `settings.size` on its longest side, style to `style_size(settings)`, the colour
-mode applied, targets and loss weights from the engine, and the content weight's
-size correction (`content_scale`). It always uses the float32 network, so a
-bfloat16 job is scored on the same loss as a float32 one.
-
-ENGINE COUPLING: this calls the engine's private `_apply_color_mode`, `_targets`
-and `_step_args` (there is no public helper yet; see the benchmark's report for
-the one asked for). Keep this module the only place that does.
+mode applied (`Engine.network_inputs`), and targets and loss weights with the
+content weight's size correction (`Engine.step_args`). It always uses the float32
+network, so a bfloat16 job is scored on the same loss as a float32 one.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine import images
-from engine.jobs import TransferSettings, style_blend_weights
+from engine.jobs import TransferSettings
 
 PIXEL_MIN, PIXEL_MAX = 0.0, 255.0
 
@@ -94,9 +90,8 @@ def build(engine: Any, content: np.ndarray, style: np.ndarray, settings: Transfe
     s = loss_settings(settings)
     content = images.resize_longest(np.asarray(content, np.float32), s.size)
     style = images.resize_longest(np.asarray(style, np.float32), transfer.style_size(s))
-    content_seen, styles_seen = engine._apply_color_mode(content, [style], s)
+    content_seen, styles_seen = engine.network_inputs(content, [style], s)
     objective = engine.objective(s)
-    targets = engine._targets(objective, content_seen, styles_seen, style_blend_weights(s, 1))
-    args = engine._step_args(s, objective, targets, transfer.content_scale(*content.shape[:2]))
+    args = engine.step_args(objective, content_seen, styles_seen, s)
     return Problem(s, objective, args, np.asarray(content_seen, np.float32), styles_seen[0],
                    np.asarray(objective.mean_bgr[::-1], np.float32), _forward_loss(objective))

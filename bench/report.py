@@ -163,8 +163,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         out += ["## The default job in a fresh process (`python -m engine`, as a host runs it)", "",
                 job_table(results["job"]), "",
                 ("Wall and CPU time include the interpreter, imports, weights, network, targets, "
-                 "every scale and writing the PNG; peak RSS is that process's high-water mark "
-                 "(os.wait4), i.e. what the bot's engine process needs at this size."), ""]
+                 "every scale and writing the PNG; peak RSS is that process's own high-water mark "
+                 "(bench.peakrss), i.e. what the bot's engine process needs at this size."), ""]
     ttq = results.get("time_to_quality")
     if ttq:
         ref = ttq.get("reference") or {}

@@ -313,7 +313,7 @@ class Engine:
         blend = style_blend_weights(settings, len(styles))
         content = images.resize_longest(np.asarray(content, np.float32), settings.size)
         styles = [images.resize_longest(np.asarray(s, np.float32), style_size(settings)) for s in styles]
-        content_seen, styles_seen = self._apply_color_mode(content, styles, settings)
+        content_seen, styles_seen = self.network_inputs(content, styles, settings)
         objective = self.objective(settings)
         plan = pyramid_plan(content.shape[:2], settings)
         reporter = _Reporter(settings, on_progress, should_stop, started, plan=plan,
@@ -325,8 +325,7 @@ class Engine:
             level_content = fit(content_seen, level.shape)
             level_styles = [fit_longest(s, round(max(s.shape[:2]) * level.longest / settings.size))
                             for s in styles_seen]
-            targets = self._targets(objective, level_content, level_styles, blend)
-            args = self._step_args(settings, objective, targets, content_scale(*level.shape))
+            args = self.step_args(objective, level_content, level_styles, settings, blend)
             if x is None:
                 x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
                                   objective.mean_bgr[::-1])
@@ -376,8 +375,9 @@ class Engine:
                               learning_rate=settings.learning_rate)
         return x.reshape(shape).astype(np.float32)
 
-    def _apply_color_mode(self, content, styles, settings):
-        """What the network sees (Gatys et al. 2016, "Preserving Color ...")."""
+    def network_inputs(self, content, styles, settings):
+        """(content, styles) as the network sees them under `settings.color` (Gatys et
+        al. 2016, "Preserving Color ..."): luminance only, or styles colour-matched."""
         if settings.color == "luminance":
             pairs = [color.luminance_inputs(content, s) for s in styles]
             return pairs[0][0], [style for _, style in pairs]
@@ -385,6 +385,16 @@ class Engine:
             return content, [color.match_color_histogram(s, content, method=settings.histogram_method)
                              for s in styles]
         return content, styles
+
+    def step_args(self, objective: Objective, content, styles, settings: TransferSettings,
+                  blend=None) -> tuple:
+        """The arguments of `objective.step(image, *args)`: the loss stylize() minimises
+        for this content and these styles (as `network_inputs` returns them) at the
+        content's size. Benchmarks and tests build the same problem through this."""
+        if blend is None:
+            blend = style_blend_weights(settings, len(styles))
+        targets = self._targets(objective, content, styles, blend)
+        return self._weighted(settings, targets, content_scale(*np.shape(content)[:2]))
 
     def _targets(self, objective: Objective, content, styles, blend) -> Targets:
         feats = objective.network.features(content, objective.layers)
@@ -401,8 +411,7 @@ class Engine:
         return Targets(content_targets, grams)
 
     @staticmethod
-    def _step_args(settings: TransferSettings, objective: Objective, targets: Targets,
-                   alpha: float) -> tuple:
+    def _weighted(settings: TransferSettings, targets: Targets, alpha: float) -> tuple:
         # β/α = style_strength at the reference size; α (and the TV term, which also
         # sums over pixels) carry the size correction of content_scale().
         content_weights = np.array([w for _, w in settings.content_layers], np.float32) * alpha

@@ -186,3 +186,20 @@ def test_peak_and_versions_need_only_the_engines_backend(backend, tmp_path):
     assert library == backend and gflops > 0
     assert software["keras_backend"] == backend and software[backend]
     assert report.backend_name(software).split()[0] in ("TensorFlow", "JAX", "PyTorch")
+
+
+def test_peak_rss_is_the_commands_own_not_its_parents():
+    """The default job's memory figure: a child's ru_maxrss includes what its parent had
+    resident at fork, so a small command run from a large benchmark process looked as
+    large as the benchmark. bench.peakrss measures from a small parent."""
+    ballast = np.ones(600 * 2**20, np.uint8)  # this process: > 600 MiB resident
+    run = [sys.executable, "-m", "bench.peakrss", sys.executable, "-c"]
+    small = subprocess.run([*run, "pass"], capture_output=True, text=True, check=True)
+    big = subprocess.run([*run, "import numpy; a = numpy.ones(300 * 2**20, numpy.uint8)"],
+                         capture_output=True, text=True, check=True)
+    del ballast
+    small_row, big_row = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (small, big))
+    assert small_row["exit_code"] == 0 and small_row["peak_rss_mib"] < 200
+    assert 300 <= big_row["peak_rss_mib"] < 600
+    failed = subprocess.run([*run, "raise SystemExit(3)"], capture_output=True, text=True, check=True)
+    assert json.loads(failed.stdout.strip().splitlines()[-1])["exit_code"] == 3

@@ -72,7 +72,7 @@ def probe(out: str) -> None:
     from engine import device
 
     device.configure("cpu")
-    from engine.transfer import Engine, content_scale
+    from engine.transfer import Engine
     from engine.weights import random_weights
 
     engine = Engine(random_weights(0))
@@ -84,8 +84,7 @@ def probe(out: str) -> None:
     for precision in ("float32", "bfloat16"):
         settings = TransferSettings(size=SIZE, tv_weight=1e-3, precision=precision)
         objective = engine.objective(settings)
-        targets = engine._targets(objective, content, [style], np.array([1.0]))
-        args = Engine._step_args(settings, objective, targets, content_scale(*content.shape[:2]))
+        args = engine.step_args(objective, content, [style], settings)
         loss, grad, terms = objective.step(x, *args)
         result[f"{precision}_loss"] = np.float64(loss)
         result[f"{precision}_grad"] = grad

@@ -61,15 +61,14 @@ def test_total_variation_counts_squared_neighbour_differences():
 def test_objective_gradient_matches_finite_differences(engine):
     """The compiled step's image gradient against central differences of its loss."""
     from engine.jobs import TransferSettings
-    from engine.transfer import Engine, Targets, content_scale
+    from engine.transfer import content_scale
     from tests.engine.conftest import smooth_photo, stripes_texture
 
     settings = TransferSettings(size=24, tv_weight=1e-3, style_strength=1e4)
     objective = engine.objective(settings)
     content = smooth_photo(18, 24)
     style = stripes_texture(24, 24)
-    targets = engine._targets(objective, content, [style], np.array([1.0]))
-    args = Engine._step_args(settings, objective, targets, content_scale(18, 24))
+    args = engine.step_args(objective, content, [style], settings)
     rng = np.random.default_rng(0)
     x = np.clip(content + rng.normal(0, 20, content.shape), 0, 255).astype(np.float32)
     loss, grad, terms = objective.step(x, *args)
