@@ -60,7 +60,7 @@ DESCRIPTIONS = {
     "a": "the classic notebook: Adam lr 2 on 0-255 pixels, init 0.5 x noise + 0.5 x content",
     "b": "the TensorFlow tutorial: Keras Adam lr 0.02, beta1 0.99, eps 0.1 on 0-1 pixels "
          "(= lr 5.1, eps 0.1/255 on 0-255), from the content image",
-    "c": "single-scale L-BFGS (jcjohnson/neural-style's: no line search) from the content image, 500 evaluations",
+    "c": "single-scale L-BFGS (jcjohnson/neural-style's: no line search) from the content image (500 evaluations in full mode, as jcjohnson's default)",
     "d": "Engine.stylize with TransferSettings(size=, seed=) defaults",
 }
 NOTEBOOK_LR = 2.0
