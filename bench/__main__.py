@@ -267,8 +267,9 @@ def caveats(args: argparse.Namespace, results: dict) -> list[str]:
         notes.append("Random weights: the losses measure optimisation speed, not artistic quality.")
     if args.quick:
         notes.append(f"Quick mode: time to quality at {args.tq_size} px against a {args.ref_iterations}-"
-                     "evaluation L-BFGS reference (full mode: 512 px, 500), step cost at 256 and 512 px "
-                     "with 3 repeats. Use full mode for the issue's targets.")
+                     f"evaluation L-BFGS reference (full mode: 512 px, 500), step cost at "
+                     f"{' and '.join(str(s) for s in args.sizes)} px with {args.repeats} repeats. "
+                     "Use full mode for the issue's targets.")
     shares = [s.get("others_cpu_share") for s in results.get("step_cost", [])]
     shares += [m.get("cpu", {}).get("others_cpu_share") for m in
                (results.get("time_to_quality") or {}).get("methods", [])]
