@@ -49,6 +49,7 @@ import numpy as np
 from bench import machine
 from bench import problem as problem_mod
 from bench.quality import Point
+from engine.optimize import two_loop
 
 METHODS = {
     "a": "notebook Adam",
@@ -167,8 +168,9 @@ def reference_lbfgs(evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]], 
     (unit quasi-Newton steps, the first 1/|g|_1 long), one evaluation per iteration,
     here with pixels clipped to the bounds; returns the best image evaluated.
 
-    A frozen copy (NumPy, float32) so the reference does not move when the engine's
-    optimiser changes. An earlier version used SciPy's L-BFGS-B, whose single-threaded
+    A frozen copy of the outer loop (NumPy, float32) so the reference does not move
+    when the engine's optimiser changes; the two-loop recursion (Nocedal & Wright,
+    Alg. 7.4) is the engine's pure function. An earlier version used SciPy's L-BFGS-B, whose single-threaded
     bound-constrained iteration cost about as much as a network pass at 256 px: that
     made the reference slower than jcjohnson's and flattered every speed-up.
     """
@@ -192,16 +194,7 @@ def reference_lbfgs(evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]], 
                     pairs.pop(0)
                 pairs.append((s, y, 1.0 / sy))
                 gamma = sy / float(y @ y)
-            q = g.copy()
-            alphas = []
-            for s_i, y_i, rho in reversed(pairs):
-                a = rho * float(s_i @ q)
-                q -= a * y_i
-                alphas.append(a)
-            r = gamma * q
-            for (s_i, y_i, rho), a in zip(pairs, reversed(alphas)):
-                r += s_i * (a - rho * float(y_i @ r))
-            step = -r
+            step = -two_loop(g, pairs, gamma)
         x_prev, g_prev = x, g
         x = np.clip(x + step, lower, upper)
     return best_x
