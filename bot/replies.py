@@ -215,32 +215,24 @@ class MessageConversation(Conversation):
         self.channel = message.channel
         self.guild = message.guild
 
-    async def say(self, content: str) -> None:
-        await self.channel.send(
-            content,
-            reference=self.message.to_reference(fail_if_not_exists=False),
-            mention_author=False,
+    async def _reply(self, content: str, **kwargs: Any) -> discord.Message:
+        """A message in the channel answering the command (still sent if it was deleted)."""
+        return await self.channel.send(
+            content, reference=self.message.to_reference(fail_if_not_exists=False), **kwargs
         )
 
+    async def say(self, content: str) -> None:
+        await self._reply(content, mention_author=False)
+
     async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
-        message = await self.channel.send(
-            content,
-            view=view,
-            reference=self.message.to_reference(fail_if_not_exists=False),
-            mention_author=False,
-        )
-        return MessageStatus(message)
+        return MessageStatus(await self._reply(content, view=view, mention_author=False))
 
     async def send_result(
         self, content: str, files: list[discord.File], view: discord.ui.View | None
     ) -> discord.Message:
         kwargs: dict[str, Any] = {"view": view} if view is not None else {}
-        return await self.channel.send(
-            content,
-            files=files,
-            reference=self.message.to_reference(fail_if_not_exists=False),
-            allowed_mentions=self.result_mentions(),
-            **kwargs,
+        return await self._reply(
+            content, files=files, allowed_mentions=self.result_mentions(), **kwargs
         )
 
 
