@@ -321,18 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         results["peak"] = run_peak(args)
     if results.get("step_cost"):
         annotate_steps(results["step_cost"], results.get("peak", []))
-    if "ttq" in args.parts and args.methods:
+    content, style = inputs.bench_images(args.content, args.style)
+    results["images"] = inputs.describe_images(args.content, args.style, content, style)
+    run_ttq_part = "ttq" in args.parts and bool(args.methods)
+    if run_ttq_part or "job" in args.parts:  # loaded once for both
+        weights, results["weights"] = inputs.load_bench_weights(args.weights, args.models_dir)
+    if run_ttq_part:
         from engine.transfer import Engine
 
-        weights, results["weights"] = inputs.load_bench_weights(args.weights, args.models_dir)
-        content, style = inputs.bench_images(args.content, args.style)
-        results["images"] = inputs.describe_images(args.content, args.style, content, style)
         results["time_to_quality"] = run_ttq(args, Engine(weights), content, style)
-    else:
-        content, style = inputs.bench_images(args.content, args.style)
-        results["images"] = inputs.describe_images(args.content, args.style, content, style)
     if "job" in args.parts:
-        weights, results["weights"] = inputs.load_bench_weights(args.weights, args.models_dir)
         results["job"] = run_job_process(args, weights, content, style)
     results.setdefault("weights", "see step cost")
     results["benchmark"]["load_end"] = machine.load_average()
