@@ -4,8 +4,8 @@ Pure functions on plain values (no discord, no TensorFlow), shared by the text a
 slash forms of `stylize` and by the result buttons.
 
 Strength is a multiplier of the host's `[engine] style_strength` (β/α in Gatys et al.
-2016): named steps for people, or a number for those who want one. The steps are a
-factor of 5 apart because the effect of β/α is roughly logarithmic.
+2016): named steps for people (engine.jobs.STRENGTH_STEPS), or a number for those who
+want one.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from engine.jobs import COLOR_MODES, TransferSettings
+from engine.jobs import COLOR_MODES, STRENGTH_STEPS, TransferSettings
 
-STRENGTH_STEPS: dict[str, float] = {"subtle": 0.2, "normal": 1.0, "strong": 5.0, "extreme": 25.0}
 STRENGTH_MIN, STRENGTH_MAX = 0.01, 100.0
 MORE_STYLE = 3.0  # the "More style" / "Less style" buttons multiply / divide by this
 SEED_MAX = 2**31 - 1

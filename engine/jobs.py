@@ -63,7 +63,12 @@ class TransferSettings:
     scales: int = 1
     # With scales > 1: how iterations split over the scales, coarsest first.
     scale_iterations: tuple[float, ...] = (2.0, 1.0)
-    style_strength: float = 1e4
+    # β/α of Gatys et al. on standardised features (engine/losses.py): how much the
+    # style loss counts against the content loss; the same on any weight file and at
+    # any size. Chosen on ImageNet weights (three photo/painting pairs at 256 and 512
+    # px, README gallery): 15 gives the classic look, clearly painted with the photo
+    # easy to recognise; STRENGTH_STEPS spans subtle (3) to extreme (120).
+    style_strength: float = 15.0
     content_layers: tuple[tuple[str, float], ...] = PAPER_CONTENT_LAYERS
     style_layers: tuple[tuple[str, float], ...] = PAPER_STYLE_LAYERS
     tv_weight: float = 0.0
@@ -89,6 +94,12 @@ class TransferSettings:
 
     def with_(self, **changes: Any) -> "TransferSettings":
         return replace(self, **changes)
+
+
+# The named strengths members and the CLI use: multipliers of `style_strength`. The
+# look changes roughly with log(β/α); on ImageNet weights these are visibly apart and
+# ordered in style_ratio on every pair tried (tests/engine/test_realnet.py checks it).
+STRENGTH_STEPS: Mapping[str, float] = {"subtle": 0.2, "normal": 1.0, "strong": 3.0, "extreme": 8.0}
 
 
 def settings_problems(s: TransferSettings) -> list[str]:
@@ -164,8 +175,8 @@ PRESET_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
     "photo": {
         "content_layers": (("conv2_2", 0.5), ("conv4_2", 1.0)),
         "style_layers": (("conv1_1", 1.0), ("conv2_1", 1.0), ("conv3_1", 1.0), ("conv4_1", 0.5)),
-        "style_strength": 1e3,
-        "tv_weight": 1e-3,
+        "style_strength": 1.5,
+        "tv_weight": 1.0,
         "init": "content",
         "color": "none",
     },

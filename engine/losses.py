@@ -1,28 +1,83 @@
-"""The losses of Gatys, Ecker & Bethge (CVPR 2016), as small pure functions.
+"""The losses of Gatys, Ecker & Bethge (CVPR 2016), made invariant to the scale of
+each channel, as small pure functions.
 
 Written with `keras.ops` so they run on any Keras 3 backend. Feature maps are
 (H, W, C) tensors of one layer for one image: C = N_l filters, H*W = M_l positions.
+
+Why standardised features. The paper's α/β assumes its own network, rescaled so
+that every filter's mean activation over ImageNet is one (CVPR 2016, Sec. 2).
+Caffe-scale weights (what every public weight file holds) compute the same
+function up to a positive factor d_c per channel, and that factor multiplies
+the content loss by d_c² and the style loss by d_i·d_j·d_k·d_l: the working α/β
+moves by orders of magnitude, differently at each layer (with ImageNet weights
+conv5_1 alone carried 70-85 % of the paper-form style loss). So every term here
+reads features divided by a fixed per-channel statistic of the job's own images
+(`channel_scales`): rescaling channel c rescales that statistic by the same d_c,
+and the loss, its gradient and the image do not change at all. This is the
+paper's normalisation redone on the two input images instead of on ImageNet
+(the recommendation of shared research, after andersbll's and Torchelie's
+scale-free losses, which normalise gradients or whole instances instead).
+With means instead of sums every term is also independent of the image size.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 from keras import ops
+
+# A channel's scale is 1 / sqrt(rms_c² + (FLOOR · mean_c rms_c)²). Above the floor
+# (nearly every channel) that is 1/rms_c, exactly invariant to rescaling the channel.
+# A unit that both images barely use (rms far below the layer's typical one) would
+# otherwise be blown up by 1/tiny: with ImageNet weights such units took 100-1000x
+# amplification, the loss at a noisy start rose to 1e7, bfloat16 rounding changed it
+# by 20x, and the optimiser spent itself on units no picture uses. The floor (the
+# ε·mean of shared/realnet/NORMALISATION.md) keeps them at the layer's own scale.
+FLOOR = 0.1
+
+
+def channel_rms(features: np.ndarray) -> np.ndarray:
+    """Root mean square of each channel of an (H, W, C) map over positions: (C,)."""
+    flat = np.asarray(features, np.float64).reshape(-1, np.shape(features)[-1])
+    return np.sqrt(np.mean(np.square(flat), axis=0))
+
+
+def channel_scales(rms_maps: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """1 / (pooled RMS) per channel, from the channel RMS of the job's images.
+
+    `rms_maps` are `channel_rms` of the photo and of each painting at one layer,
+    `weights` how much each image counts (they need not sum to 1). Pooling the
+    photo with the paintings keeps the scale finite for a unit the painting never
+    uses but the photo does (the painting alone would give 1/0, and that unit
+    would swamp the loss), while staying exact under per-channel rescaling: every
+    term of the pool scales by the same d_c. Units far below the layer's typical
+    level are held at FLOOR of it (see FLOOR).
+    """
+    weights = np.asarray(weights, np.float64) / float(np.sum(weights))
+    pooled = np.sqrt(sum(w * np.square(np.asarray(r, np.float64)) for w, r in zip(weights, rms_maps)))
+    floor = FLOOR * float(pooled.mean())
+    if floor <= 0.0:  # a layer dead in every image: nothing to match
+        return np.zeros_like(pooled, np.float32)
+    return (1.0 / np.sqrt(np.square(pooled) + floor * floor)).astype(np.float32)
+
+
+def standardise(features, scales):
+    """F̂ = F · s per channel: the features in units of the job's own statistics."""
+    return features * scales
 
 
 def content_loss(features, target):
-    """Eq. 1: L_content = 1/2 * sum_ij (F_ij - P_ij)^2."""
-    return 0.5 * ops.sum(ops.square(features - target))
+    """Eq. 1 as a mean: L_content = mean_ij (F̂_ij − P̂_ij)² (the paper's ½Σ over N·M entries)."""
+    return ops.mean(ops.square(features - target))
 
 
 def gram_matrix(features):
-    """Eq. 3 with a 1/M_l factor: G_ij = (1/M_l) * sum_k F_ik F_jk.
+    """Eq. 3 per position: G_ij = (1/M_l) Σ_k F_ik F_jk.
 
-    The paper's G is unnormalised and its E_l divides by 4 N_l^2 M_l^2. Dividing G
-    by M_l here and E_l by 4 N_l^2 below is the same number when the style image
-    and the output have the same size (the paper's setting), and stays meaningful
-    when they differ (style scale, several styles of different sizes), where the
-    paper's form would compare Gram matrices summed over different numbers of
-    positions. The same normalisation is used by jcjohnson/neural-style.
+    The paper's G is unnormalised and its E_l divides by 4 N_l² M_l². Per position,
+    Grams of a style image and an output of different sizes (style scale, several
+    styles) compare like with like (jcjohnson/neural-style does the same).
     """
     channels = ops.shape(features)[-1]
     flat = ops.reshape(features, (-1, channels))
@@ -31,20 +86,44 @@ def gram_matrix(features):
 
 
 def style_layer_loss(gram, target_gram):
-    """Eq. 4: E_l = 1/(4 N_l^2 M_l^2) * sum_ij (G_ij - A_ij)^2, with G, A per position (see gram_matrix)."""
-    channels = ops.cast(ops.shape(gram)[0], gram.dtype)
-    return ops.sum(ops.square(gram - target_gram)) / (4.0 * channels * channels)
+    """Eq. 4 as a mean: E_l = mean_ij (Ĝ_ij − Â_ij)², on standardised features.
+
+    The paper's 1/(4 N_l²) becomes the mean over the N_l² entries; with F̂ in units
+    of each channel's RMS, Â has ones (or close) on its diagonal at every layer, so
+    no layer outweighs another by the size of its activations.
+    """
+    return ops.mean(ops.square(gram - target_gram))
 
 
 def total_variation_loss(image):
-    """Squared total variation of an (H, W, 3) image, summed over pixels.
+    """Mean squared difference of neighbouring pixels of an (H, W, 3) image in 0..1 units.
 
-    Not in Gatys et al.; a common smoothness prior (Mahendran & Vedaldi 2015,
-    used by jcjohnson/neural-style) that suppresses high-frequency noise.
+    Not in Gatys et al.; a common smoothness prior (Mahendran & Vedaldi 2015, used by
+    jcjohnson/neural-style) that suppresses high-frequency noise. `image` is 0..255.
     """
-    dy = image[1:, :, :] - image[:-1, :, :]
-    dx = image[:, 1:, :] - image[:, :-1, :]
-    return ops.sum(ops.square(dy)) + ops.sum(ops.square(dx))
+    dy = (image[1:, :, :] - image[:-1, :, :]) / 255.0
+    dx = (image[:, 1:, :] - image[:, :-1, :]) / 255.0
+    return ops.mean(ops.square(dy)) + ops.mean(ops.square(dx))
+
+
+def term_weights(layer_weights: Sequence[float]) -> np.ndarray:
+    """Layer weights scaled to sum to 1, so a term's size never depends on how many
+    layers it uses (the paper's w_l = 1/5 over five layers)."""
+    w = np.asarray(layer_weights, np.float32)
+    total = float(w.sum())
+    return w / total if total > 0 else w
+
+
+def strength_split(style_strength: float) -> tuple[float, float]:
+    """(content weight, style weight) = (1 − λ, λ) with λ = s / (1 + s).
+
+    `style_strength` s is the paper's β/α in standardised units; splitting it as a
+    convex combination keeps the total loss O(1) at every strength, so the
+    optimiser's step sizes and the loss's rounding noise behave the same at a subtle
+    and an extreme setting.
+    """
+    lam = style_strength / (1.0 + style_strength)
+    return 1.0 - lam, lam
 
 
 def weighted_sum(values, weights):

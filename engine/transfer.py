@@ -45,10 +45,14 @@ class StylizeResult:
 
 @dataclass
 class Targets:
-    """What the output must match, computed once per job (never per step)."""
+    """What the output must match, computed once per job (never per step): the
+    standardised content features and Gram matrices, and the per-channel scales
+    (losses.channel_scales) that standardise the output's features the same way."""
 
     content: list[np.ndarray]
     style_grams: list[np.ndarray]
+    content_scales: list[np.ndarray]
+    style_scales: list[np.ndarray]
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -68,21 +72,6 @@ def initial_image(content: np.ndarray, mode: str, noise_ratio: float, seed: int,
     if mode == "noise":
         return noise.astype(np.float32)
     return (noise_ratio * noise + (1.0 - noise_ratio) * content).astype(np.float32)
-
-
-# Reference output size at which `style_strength` is exactly the paper's β/α.
-REFERENCE_PIXELS = 512 * 512
-
-
-def content_scale(height: int, width: int) -> float:
-    """α multiplier that keeps the content/style balance independent of image size.
-
-    The paper's content loss sums over positions while its style loss (E_l with the
-    1/M_l^2 factor) does not grow with the image, so at a fixed β/α a bigger image
-    gets less style. Scaling α by M_ref/M keeps the look the same at every size and
-    across the scales of a pyramid; at 512x512 pixels it is exactly the paper's loss.
-    """
-    return REFERENCE_PIXELS / float(height * width)
 
 
 @dataclass(frozen=True)
@@ -211,9 +200,10 @@ class Objective:
         self.loops = optimize.DeviceLoops(backend, self.__call__, self.model.variables,
                                           term_names=("content", "style", "tv"), noise=noise)
 
-    def __call__(self, image, content_targets, style_targets, content_weights, style_weights,
-                 tv_weight):
-        # content_weights and tv_weight arrive scaled by content_scale().
+    def __call__(self, image, content_targets, style_targets, content_scales, style_scales,
+                 content_weights, style_weights, tv_weight):
+        # The weights arrive as (1 − λ)·w_l and λ·w_l (losses.strength_split), the
+        # scales per layer from the job's own images (losses.channel_scales).
         # A tensor, not an ndarray: PyTorch tensors refuse NumPy operands.
         bgr = ops.flip(image, axis=-1) - ops.convert_to_tensor(self.mean_bgr)
         outputs = self.model(bgr[None], training=False)
@@ -221,12 +211,13 @@ class Objective:
             outputs = [outputs]
         by_name = dict(zip(self.layers, outputs))
         content = losses.weighted_sum(
-            [losses.content_loss(by_name[n][0], t) for n, t in zip(self.content_layers, content_targets)],
+            [losses.content_loss(losses.standardise(by_name[n][0], s), t)
+             for n, t, s in zip(self.content_layers, content_targets, content_scales)],
             [content_weights[i] for i in range(len(self.content_layers))],
         )
         style = losses.weighted_sum(
-            [losses.style_layer_loss(losses.gram_matrix(by_name[n][0]), t)
-             for n, t in zip(self.style_layers, style_targets)],
+            [losses.style_layer_loss(losses.gram_matrix(losses.standardise(by_name[n][0], s)), t)
+             for n, t, s in zip(self.style_layers, style_targets, style_scales)],
             [style_weights[i] for i in range(len(self.style_layers))],
         )
         tv = losses.total_variation_loss(image)
@@ -394,34 +385,42 @@ class Engine:
         if blend is None:
             blend = style_blend_weights(settings, len(styles))
         targets = self._targets(objective, content, styles, blend)
-        return self._weighted(settings, targets, content_scale(*np.shape(content)[:2]))
-
-    def _targets(self, objective: Objective, content, styles, blend) -> Targets:
-        feats = objective.network.features(content, objective.layers)
-        content_targets = [feats[n] for n in objective.content_layers]
-        grams = [np.zeros((0,))] * len(objective.style_layers)
-        for weight, style in zip(blend, styles):
-            style_feats = objective.network.features(style, objective.layers)
-            for i, name in enumerate(objective.style_layers):
-                gram = keras.ops.convert_to_numpy(losses.gram_matrix(style_feats[name]))
-                # Blending Gram targets is equivalent to blending the style losses:
-                # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
-                # (the approach of jcjohnson/neural-style's -style_blend_weights).
-                grams[i] = weight * gram if grams[i].size == 0 else grams[i] + weight * gram
-        return Targets(content_targets, grams)
+        return self._weighted(settings, targets)
 
     @staticmethod
-    def _weighted(settings: TransferSettings, targets: Targets, alpha: float) -> tuple:
-        # β/α = style_strength at the reference size; α (and the TV term, which also
-        # sums over pixels) carry the size correction of content_scale().
-        content_weights = np.array([w for _, w in settings.content_layers], np.float32) * alpha
-        style_weights = np.array([w for _, w in settings.style_layers], np.float32) * settings.style_strength
+    def _targets(objective: Objective, content, styles, blend) -> Targets:
+        feats = objective.network.features(content, objective.layers)
+        style_feats = [objective.network.features(style, objective.layers) for style in styles]
+        # The photo counts half and the paintings (by their blend weights) the other
+        # half in the statistics every layer is standardised by (losses.channel_scales).
+        pool_weights = [1.0, *blend]
+        scales = {name: losses.channel_scales(
+            [losses.channel_rms(feats[name])] + [losses.channel_rms(f[name]) for f in style_feats],
+            pool_weights) for name in objective.layers}
+        content_targets = [feats[n] * scales[n] for n in objective.content_layers]
+        grams = []
+        for name in objective.style_layers:
+            # Blending Gram targets is equivalent to blending the style losses:
+            # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
+            # (the approach of jcjohnson/neural-style's -style_blend_weights).
+            grams.append(sum(weight * keras.ops.convert_to_numpy(
+                losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats)))
+        return Targets(content_targets, grams, [scales[n] for n in objective.content_layers],
+                       [scales[n] for n in objective.style_layers])
+
+    @staticmethod
+    def _weighted(settings: TransferSettings, targets: Targets) -> tuple:
+        content_part, style_part = losses.strength_split(settings.style_strength)
+        content_weights = losses.term_weights([w for _, w in settings.content_layers]) * content_part
+        style_weights = losses.term_weights([w for _, w in settings.style_layers]) * style_part
         return (
             [np.asarray(t, np.float32) for t in targets.content],
             [np.asarray(g, np.float32) for g in targets.style_grams],
-            content_weights,
-            style_weights,
-            np.float32(settings.tv_weight * alpha),
+            [np.asarray(s, np.float32) for s in targets.content_scales],
+            [np.asarray(s, np.float32) for s in targets.style_scales],
+            content_weights.astype(np.float32),
+            style_weights.astype(np.float32),
+            np.float32(settings.tv_weight),
         )
 
     # -- the job contract ------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """VGG-19 feature extractor: the Keras architecture, the paper's layer names,
-pre/deprocessing, and activation normalisation.
+pre/deprocessing.
 """
 
 from __future__ import annotations
@@ -32,22 +32,32 @@ def preprocess(rgb: np.ndarray, mean_bgr: np.ndarray) -> np.ndarray:
     return (rgb[..., ::-1] - mean_bgr).astype(np.float32)
 
 
-def calibration_image(size: int = 128, seed: int = 1234) -> np.ndarray:
-    """A fixed, natural-looking RGB image (1/f noise with correlated colours).
+class MirrorPad(keras.layers.Layer):
+    """Pads (H, W) by `width` with the mirror image of the border ("symmetric": for the
+    width 1 of a 3x3 convolution, the edge pixel repeated), before a 'valid' convolution.
 
-    Natural images have a roughly 1/f amplitude spectrum; this gives the
-    normalisation below activations like a photo's without shipping a photo.
+    VGG was trained with zero padding, which at the image border means "mean-grey
+    pixels out there" (the input is mean-subtracted). Optimising an image through
+    it, the outermost pixels are pulled towards whatever makes those fake grey
+    neighbours look like the painting, and the border came out tinted (a blue or
+    green frame two pixels wide at strong style). Mirroring at every layer gives the
+    border real-looking neighbours; the weights and the interior are untouched.
+    "symmetric" rather than "reflect" works on maps one position wide (a small image
+    at conv5_1), and every backend has it (PyTorch's is "replicate").
     """
-    rng = np.random.default_rng(seed)
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.fftfreq(size)[None, :]
-    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / size)
-    grey = np.real(np.fft.ifft2(amplitude * np.exp(2j * np.pi * rng.random((size, size)))))
-    tint = np.real(np.fft.ifft2(amplitude * np.exp(2j * np.pi * rng.random((size, size)))))
-    grey = (grey - grey.mean()) / grey.std()
-    tint = (tint - tint.mean()) / tint.std()
-    rgb = np.stack([grey + 0.3 * tint, grey, grey - 0.3 * tint], axis=-1)
-    return np.clip(118.0 + 55.0 * rgb, 0.0, 255.0).astype(np.float32)
+
+    def __init__(self, width: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.width = width
+
+    def call(self, x):
+        w = self.width
+        return keras.ops.pad(x, [[0, 0], [w, w], [w, w], [0, 0]], mode="symmetric")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        grow = 2 * self.width
+        return (n, None if h is None else h + grow, None if w is None else w + grow, c)
 
 
 @dataclass(frozen=True)
@@ -60,18 +70,14 @@ class FeatureNetwork:
     """keras.applications.VGG19(include_top=False), rebuilt with the pooling we want
     and truncated at the deepest layer in use, returning the paper's layers by name.
 
-    Activations are normalised (Gatys et al. 2016, Sec. 2: "We normalized the network
-    by scaling the weights such that the mean activation of each convolutional filter
-    over images and positions is equal to one"). We scale per layer rather than per
-    filter, on a fixed synthetic image: a per-filter scale measured on one image
-    blows up filters that image never excites. ReLU and pooling commute with a
-    positive scale, so only the loss balance changes, never what the network sees.
-    This makes `style_strength` mean the same for every weight file, and keeps the
-    deep layers of a random network from vanishing.
+    The weights are used as the file has them. Gatys et al. (2016, Sec. 2) rescaled
+    their network so that each filter's mean activation over ImageNet is one; here the
+    losses standardise every channel by statistics of the job's own images instead
+    (engine/losses.py), which makes the activation scale of a weight file irrelevant.
     """
 
     def __init__(self, weights: VGGWeights, *, pooling: str = "avg", precision: str = "float32",
-                 deepest: str = "conv5_1", normalize: bool = True) -> None:
+                 deepest: str = "conv5_1") -> None:
         self.weights = weights
         self.key = NetworkKey(pooling, precision)
         self.layer_names = VGG19_CONV_LAYERS[: VGG19_CONV_LAYERS.index(deepest) + 1]
@@ -82,8 +88,6 @@ class FeatureNetwork:
         # (PyTorch would otherwise build autograd graphs through them, targets included).
         self.model.trainable = False
         self._load(weights)
-        if normalize:
-            self._normalize()
         self._submodels: dict[tuple[str, ...], keras.Model] = {}
 
     def _build(self, pooling: str, precision: str) -> keras.Model:
@@ -100,9 +104,10 @@ class FeatureNetwork:
             # TensorFlow whenever it is installed, whatever the backend (+400 MB).
             if isinstance(layer, keras.layers.Conv2D):
                 conv = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
-                                           padding=layer.padding, activation=layer.activation,
+                                           padding="valid", activation=layer.activation,
                                            name=layer.name, dtype=dtype)
-                x = conv(x)
+                # 'same' padding done by mirroring instead of zeros (MirrorPad says why).
+                x = conv(MirrorPad(layer.kernel_size[0] // 2, name=f"{layer.name}_pad", dtype=dtype)(x))
                 paper = self.layer_names[[keras_layer_name(n) for n in self.layer_names].index(layer.name)]
                 self._conv_layers[paper] = conv
                 # Losses and Gram matrices stay float32 whatever the convolution precision.
@@ -119,20 +124,6 @@ class FeatureNetwork:
         for name, conv in self._conv_layers.items():
             kernel, bias = weights.layers[name]
             conv.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
-
-    def _normalize(self) -> None:
-        image = preprocess(calibration_image(), self.mean_bgr)[None]
-        activations = self.model(image, training=False)
-        previous = 1.0
-        for name in self.layer_names:
-            mean = float(np.mean(keras.ops.convert_to_numpy(activations[name])))
-            scale = 1.0 / mean if mean > 1e-12 else 1.0
-            conv = self._conv_layers[name]
-            kernel, bias = conv.get_weights()
-            # a'_l = c_l a_l  with  a'_{l-1} = c_{l-1} a_{l-1}  =>  W' = W c_l / c_{l-1},  b' = b c_l
-            conv.set_weights([kernel * (scale / previous), bias * scale])
-            previous = scale
-        log.debug("normalised VGG-19 activations on the calibration image")
 
     def submodel(self, layers: Sequence[str]) -> keras.Model:
         """A model returning only `layers`; Keras prunes everything past the deepest."""

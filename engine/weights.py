@@ -576,8 +576,8 @@ def random_weights(seed: int, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
     """He-normal kernels (std sqrt(2 / fan_in), fan_in = 3*3*in) and zero biases.
 
     For tests, benchmarks and trying the bot without the download: the pictures
-    are not art. Activations of an untrained deep ReLU stack drift in scale from
-    layer to layer; engine/vgg.py rescales them to unit mean, not this module.
+    are not art. The activations' scale does not matter: the losses standardise
+    every channel (engine/losses.py).
     """
     rng = np.random.default_rng(seed)
     layers = {}

@@ -28,8 +28,8 @@ CAPS = Caps(max_size=1024, max_iterations=1000)
         ("", 1.0),
         ("subtle", 0.2),
         ("Normal", 1.0),
-        ("strong", 5.0),
-        ("EXTREME", 25.0),
+        ("strong", 3.0),
+        ("EXTREME", 8.0),
         ("2", 2.0),
         ("0.5", 0.5),
         ("3x", 3.0),
@@ -101,8 +101,8 @@ def test_build_settings_errors(options, message):
 
 def test_strength_label():
     assert (
-        strength_label(5.0) == "strong"
-        and strength_label(3.0) == "×3"
+        strength_label(3.0) == "strong"
+        and strength_label(5.0) == "×5"
         and strength_label(1 / 3) == "×0.333"
     )
 

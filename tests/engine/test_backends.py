@@ -109,22 +109,22 @@ def weights_round_trip(folder: str) -> None:
     device.configure("cpu")
     import keras
 
-    from engine.vgg import FeatureNetwork
+    from engine.vgg import FeatureNetwork, keras_layer_name
     from engine.weights import read_weights_file
 
     report = {"backend": keras.backend.backend()}
     for name in ("vgg19.h5", "vgg19.mat"):
         weights = read_weights_file(Path(folder) / name)
-        net = FeatureNetwork(weights, deepest="conv5_1", normalize=False)
-        for layer, conv in net._conv_layers.items():
-            kernel, bias = conv.get_weights()
+        net = FeatureNetwork(weights, deepest="conv5_1")
+        for layer in net.layer_names:
+            kernel, bias = net.model.get_layer(keras_layer_name(layer)).get_weights()
             want_kernel, want_bias = weights.layers[layer]
             np.testing.assert_array_equal(kernel, want_kernel, err_msg=f"{name} {layer}")
             np.testing.assert_array_equal(bias, want_bias, err_msg=f"{name} {layer}")
         # conv1_1 in NumPy: the loaded kernel's orientation and BGR order act as intended.
         rgb = smooth_photo(6, 8)
         got = net.features(rgb, ["conv1_1"])["conv1_1"]
-        bgr = np.pad(rgb[..., ::-1] - net.mean_bgr, ((1, 1), (1, 1), (0, 0)))
+        bgr = np.pad(rgb[..., ::-1] - net.mean_bgr, ((1, 1), (1, 1), (0, 0)), mode="edge")  # MirrorPad
         kernel, bias = weights.layers["conv1_1"]
         want = sum(np.tensordot(bgr[dy:dy + 6, dx:dx + 8], kernel[dy, dx], axes=1)
                    for dy in range(3) for dx in range(3)) + bias
