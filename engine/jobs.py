@@ -66,9 +66,9 @@ class TransferSettings:
     # β/α of Gatys et al. on standardised features (engine/losses.py): how much the
     # style loss counts against the content loss; the same on any weight file and at
     # any size. Chosen on ImageNet weights (three photo/painting pairs at 256 and 512
-    # px, README gallery): 15 gives the classic look, clearly painted with the photo
-    # easy to recognise; STRENGTH_STEPS spans subtle (3) to extreme (120).
-    style_strength: float = 15.0
+    # px, README gallery): 30 gives the classic look, clearly painted with the photo
+    # easy to recognise; STRENGTH_STEPS spans subtle (6) to extreme (240).
+    style_strength: float = 30.0
     content_layers: tuple[tuple[str, float], ...] = PAPER_CONTENT_LAYERS
     style_layers: tuple[tuple[str, float], ...] = PAPER_STYLE_LAYERS
     tv_weight: float = 0.0
@@ -175,7 +175,7 @@ PRESET_OVERRIDES: Mapping[str, Mapping[str, Any]] = {
     "photo": {
         "content_layers": (("conv2_2", 0.5), ("conv4_2", 1.0)),
         "style_layers": (("conv1_1", 1.0), ("conv2_1", 1.0), ("conv3_1", 1.0), ("conv4_1", 0.5)),
-        "style_strength": 1.5,
+        "style_strength": 3.0,
         "tv_weight": 1.0,
         "init": "content",
         "color": "none",

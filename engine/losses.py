@@ -27,14 +27,22 @@ from typing import Sequence
 import numpy as np
 from keras import ops
 
-# A channel's scale is 1 / sqrt(rms_c² + (FLOOR · mean_c rms_c)²). Above the floor
-# (nearly every channel) that is 1/rms_c, exactly invariant to rescaling the channel.
-# A unit that both images barely use (rms far below the layer's typical one) would
-# otherwise be blown up by 1/tiny: with ImageNet weights such units took 100-1000x
-# amplification, the loss at a noisy start rose to 1e7, bfloat16 rounding changed it
-# by 20x, and the optimiser spent itself on units no picture uses. The floor (the
-# ε·mean of shared/realnet/NORMALISATION.md) keeps them at the layer's own scale.
-FLOOR = 0.1
+# A channel's scale is 1 / sqrt(rms_c² + (FLOOR · ref_c)²), where ref_c is the unit's
+# RMS response to fixed reference images (engine.vgg.reference_images). Both terms
+# scale with the unit, so the scale is exactly invariant to rescaling it. The second
+# term matters for units that both images use less than they answer the references:
+# with rms_c alone they were blown up by 1/tiny (with ImageNet weights 100-1000x; the
+# loss at a noisy start rose to 1e7 and bfloat16 rounding changed it 20x). At 0.1 the
+# loss stayed stiff (on a random network it fell 16 % in 60 L-BFGS steps, against 51 %
+# at 1.0); at 1.0 the pictures on ImageNet weights were as good and the loss converged.
+FLOOR = 1.0
+# A unit whose spread is below this fraction of its layer's median is treated as
+# silent (scale 0): what is left of it is rounding (bfloat16 leaves 1e-6-sized
+# responses in units that float32 computes as exactly 0, and 1/1e-6 made the loss
+# of a 32-px test image 40,000x its float32 value). This is the one place a unit is
+# compared with its layer: it only concerns units a thousand times quieter than
+# their neighbours on every image used.
+SILENT = 1e-3
 
 
 def channel_rms(features: np.ndarray) -> np.ndarray:
@@ -43,7 +51,8 @@ def channel_rms(features: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(np.square(flat), axis=0))
 
 
-def channel_scales(rms_maps: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+def channel_scales(rms_maps: Sequence[np.ndarray], weights: Sequence[float],
+                   reference: np.ndarray) -> np.ndarray:
     """1 / (pooled RMS) per channel, from the channel RMS of the job's images.
 
     `rms_maps` are `channel_rms` of the photo and of each painting at one layer,
@@ -51,15 +60,15 @@ def channel_scales(rms_maps: Sequence[np.ndarray], weights: Sequence[float]) -> 
     photo with the paintings keeps the scale finite for a unit the painting never
     uses but the photo does (the painting alone would give 1/0, and that unit
     would swamp the loss), while staying exact under per-channel rescaling: every
-    term of the pool scales by the same d_c. Units far below the layer's typical
-    level are held at FLOOR of it (see FLOOR).
+    term of the pool scales by the same d_c. `reference` (the unit's response to
+    fixed images, see FLOOR) keeps units that both images barely use from blowing up.
+    A unit silent everywhere gets scale 0: there is nothing to match.
     """
     weights = np.asarray(weights, np.float64) / float(np.sum(weights))
     pooled = np.sqrt(sum(w * np.square(np.asarray(r, np.float64)) for w, r in zip(weights, rms_maps)))
-    floor = FLOOR * float(pooled.mean())
-    if floor <= 0.0:  # a layer dead in every image: nothing to match
-        return np.zeros_like(pooled, np.float32)
-    return (1.0 / np.sqrt(np.square(pooled) + floor * floor)).astype(np.float32)
+    spread = np.sqrt(np.square(pooled) + np.square(FLOOR * np.asarray(reference, np.float64)))
+    alive = spread > SILENT * float(np.median(spread))
+    return np.where(alive, 1.0 / np.where(alive, spread, 1.0), 0.0).astype(np.float32)
 
 
 def standardise(features, scales):

@@ -396,7 +396,7 @@ class Engine:
         pool_weights = [1.0, *blend]
         scales = {name: losses.channel_scales(
             [losses.channel_rms(feats[name])] + [losses.channel_rms(f[name]) for f in style_feats],
-            pool_weights) for name in objective.layers}
+            pool_weights, objective.network.reference_rms(name)) for name in objective.layers}
         content_targets = [feats[n] * scales[n] for n in objective.content_layers]
         grams = []
         for name in objective.style_layers:

@@ -32,6 +32,35 @@ def preprocess(rgb: np.ndarray, mean_bgr: np.ndarray) -> np.ndarray:
     return (rgb[..., ::-1] - mean_bgr).astype(np.float32)
 
 
+def calibration_image(size: int = 128, seed: int = 1234) -> np.ndarray:
+    """A fixed, natural-looking RGB image (1/f noise with correlated colours).
+
+    Natural images have a roughly 1/f amplitude spectrum; this gives the units of
+    the network a response like a photo's without shipping a photo.
+    """
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.fftfreq(size)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / size)
+    grey = np.real(np.fft.ifft2(amplitude * np.exp(2j * np.pi * rng.random((size, size)))))
+    tint = np.real(np.fft.ifft2(amplitude * np.exp(2j * np.pi * rng.random((size, size)))))
+    grey = (grey - grey.mean()) / grey.std()
+    tint = (tint - tint.mean()) / tint.std()
+    rgb = np.stack([grey + 0.3 * tint, grey, grey - 0.3 * tint], axis=-1)
+    return np.clip(118.0 + 55.0 * rgb, 0.0, 255.0).astype(np.float32)
+
+
+def reference_images(size: int = 128, seed: int = 1234) -> list[np.ndarray]:
+    """Fixed images every unit's yardstick is measured on (FeatureNetwork.reference_rms):
+    the 1/f image, the same with pixel noise, and uniform noise: the grain an image
+    picks up while it is optimised excites units that smooth pictures never do."""
+    rng = np.random.default_rng(seed)
+    smooth = calibration_image(size, seed)
+    grainy = np.clip(smooth + rng.normal(0.0, 20.0, smooth.shape), 0.0, 255.0).astype(np.float32)
+    noise = rng.uniform(0.0, 255.0, smooth.shape).astype(np.float32)
+    return [smooth, grainy, noise]
+
+
 class MirrorPad(keras.layers.Layer):
     """Pads (H, W) by `width` with the mirror image of the border ("symmetric": for the
     width 1 of a 3x3 convolution, the edge pixel repeated), before a 'valid' convolution.
@@ -89,6 +118,7 @@ class FeatureNetwork:
         self.model.trainable = False
         self._load(weights)
         self._submodels: dict[tuple[str, ...], keras.Model] = {}
+        self._reference_rms: dict[str, np.ndarray] = {}
 
     def _build(self, pooling: str, precision: str) -> keras.Model:
         # Follow the application model's own layer list so the architecture (and the
@@ -124,6 +154,18 @@ class FeatureNetwork:
         for name, conv in self._conv_layers.items():
             kernel, bias = weights.layers[name]
             conv.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
+
+    def reference_rms(self, layer: str) -> np.ndarray:
+        """Each channel's RMS response to reference_images(): a fixed yardstick per unit
+        that scales with the unit exactly as its response to any image does."""
+        if layer not in self._reference_rms:
+            from engine.losses import channel_rms
+
+            maps = [self.features(image, self.layer_names) for image in reference_images()]
+            self._reference_rms.update({
+                name: np.sqrt(np.mean([np.square(channel_rms(m[name])) for m in maps], axis=0))
+                for name in self.layer_names})
+        return self._reference_rms[layer]
 
     def submodel(self, layers: Sequence[str]) -> keras.Model:
         """A model returning only `layers`; Keras prunes everything past the deepest."""

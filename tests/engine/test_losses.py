@@ -53,31 +53,36 @@ def test_style_layer_loss_is_the_papers_up_to_a_constant_for_equal_sizes(feats):
     assert float(losses.style_layer_loss(g, g)) == 0.0
 
 
-def test_channel_scales_undo_a_per_layer_rescaling_exactly_and_a_per_channel_one_closely():
-    """The point of standardising: d_c·F gives (nearly) the same standardised features
-    as F. Exact for one factor per layer; per channel, exact above the floor, which
-    only moves channels far weaker than the layer's typical one (losses.FLOOR)."""
+def test_channel_scales_undo_any_per_channel_rescaling_exactly():
+    """The point of standardising: d_c·F gives the same standardised features as F,
+    for any positive d_c, because every statistic used scales with its own unit."""
     rng = np.random.default_rng(0)
-    photo, painting = rng.uniform(0.5, 1.5, (6, 5, 8)), rng.uniform(0.5, 1.5, (7, 4, 8))
+    photo, painting = rng.uniform(0.0, 1.5, (6, 5, 8)), rng.uniform(0.0, 1.5, (7, 4, 8))
+    reference = rng.uniform(0.5, 2.0, 8)
 
     def standardised(d):
         scales = losses.channel_scales([losses.channel_rms(photo * d), losses.channel_rms(painting * d)],
-                                       [1.0, 1.0])
+                                       [1.0, 1.0], reference * d)
         return photo * d * scales
 
-    np.testing.assert_allclose(standardised(37.0), standardised(1.0), rtol=1e-6)
-    d = rng.uniform(0.5, 2.0, 8)
-    np.testing.assert_allclose(standardised(d), standardised(1.0), rtol=0.03)
+    d = np.exp(rng.uniform(-3.0, 3.0, 8))  # factors from 1/20 to 20
+    np.testing.assert_allclose(standardised(d), standardised(1.0), rtol=1e-5)
 
 
-def test_a_channel_dead_in_both_images_stays_at_the_layers_scale_not_infinity():
-    photo, painting = np.ones((4, 4, 3)), np.ones((4, 4, 3))
+def test_a_unit_both_images_barely_use_is_held_at_its_reference_not_blown_up():
+    photo, painting = np.ones((4, 4, 4)), np.ones((4, 4, 4))
     photo[..., 1] = painting[..., 1] = 1e-9
-    scales = losses.channel_scales([losses.channel_rms(photo), losses.channel_rms(painting)], [1, 1])
-    assert np.all(np.isfinite(scales))
-    assert scales[1] <= 1.0 / (losses.FLOOR * 2 / 3)  # the floor: FLOOR x the mean RMS (2/3)
-    assert scales[0] == pytest.approx(1.0, rel=0.01)
-    assert np.all(losses.channel_scales([np.zeros(3), np.zeros(3)], [1, 1]) == 0)
+    photo[..., 3] = painting[..., 3] = 0.0
+    reference = np.array([1.0, 2.0, 0.0, 1e-9])
+    scales = losses.channel_scales([losses.channel_rms(photo), losses.channel_rms(painting)], [1, 1],
+                                   reference)
+    assert scales[1] == pytest.approx(1.0 / (losses.FLOOR * 2.0), rel=1e-3)
+    assert scales[0] == pytest.approx(1.0 / np.sqrt(1.0 + losses.FLOOR**2), rel=1e-4)
+    assert scales[1] < scales[0]  # the quiet unit is not amplified above the busy one
+    assert scales[2] == pytest.approx(1.0)  # used by the images, silent on the reference
+    assert scales[3] == 0.0  # rounding, not a response: silent
+    silent = losses.channel_scales([np.zeros(3), np.zeros(3)], [1, 1], np.zeros(3))
+    assert np.all(silent == 0)
 
 
 def test_strength_split_is_a_convex_combination_with_ratio_s():
