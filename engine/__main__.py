@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.config import ConfigError, load_engine_config
-from engine.errors import InputError
+from engine.errors import InputError, WeightsError
 from engine.jobs import (COLOR_MODES, HISTOGRAM_METHODS, INIT_MODES, OPTIMIZERS, OUTPUT_FORMATS,
                          POOLING_MODES, PRECISIONS, PRESETS, DEVICES, TransferSettings, apply_preset,
                          style_blend_weights)
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, InputError) as e:
         return fail(EXIT_BAD_INPUT, str(e))
 
-    from engine.weights import WeightsError, load_weights
+    from engine.weights import load_weights
 
     source = args.weights or config.weights.source
     models_dir = args.models_dir or config.weights.models_path()

@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from engine.errors import WeightsError
 from engine.jobs import VGG19_CONV_LAYERS
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,6 @@ def _vgg19_shapes() -> dict[str, tuple[int, int, int, int]]:
 # Kernel shape per paper layer name, Keras HWIO; the bias shape is (out,).
 VGG19_SHAPES: Mapping[str, tuple[int, int, int, int]] = types.MappingProxyType(_vgg19_shapes())
 assert tuple(VGG19_SHAPES) == VGG19_CONV_LAYERS
-
-
-class WeightsError(RuntimeError):
-    """The weights cannot be found, fetched or read. A host problem, not the user's:
-    the message names the file or URL, what went wrong, and the fix."""
 
 
 # eq=False: the fields hold arrays, and comparing two loaded networks element by
