@@ -31,6 +31,9 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 PRECISIONS = ("auto", "float32", "bfloat16")
 DEVICES = ("auto", "cpu", "gpu")
 PRESETS = ("art", "photo")
+# JPEG/WebP quality of results ([output] quality; engine.config.OutputSettings and
+# JobRequest both default to it).
+OUTPUT_QUALITY = 92
 
 # Gatys et al. 2016, Sec. 2: content on conv4_2, style on conv1_1 ... conv5_1,
 # each style layer weighted equally.
@@ -227,6 +230,7 @@ class JobRequest:
     settings: TransferSettings = field(default_factory=TransferSettings)
     output_format: str = "png"
     limits: ImageLimits = field(default_factory=ImageLimits)
+    quality: int = OUTPUT_QUALITY  # for jpeg and webp output ([output] quality)
 
 
 @dataclass(frozen=True)

@@ -443,7 +443,8 @@ class Engine:
         result = self.stylize(content.rgb, [s.rgb for s in styles], request.settings,
                               on_progress=report, should_stop=should_stop)
         alpha = content.alpha
-        data = images.encode_image(result.image, format=request.output_format, alpha=alpha)
+        data = images.encode_image(result.image, format=request.output_format,
+                                   quality=request.quality, alpha=alpha)
         height, width = result.image.shape[:2]
         return JobResult(
             job_id=request.job_id, image=data, format=request.output_format, width=width,

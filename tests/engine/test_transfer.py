@@ -150,6 +150,18 @@ def test_run_job_restores_the_photos_alpha(engine):
     assert (result.width, result.height, result.iterations, result.seed) == (48, 36, 3, 1)
 
 
+def test_run_job_encodes_at_the_requested_quality(engine):
+    # [output] quality reaches the engine through the contract, not just the CLI.
+    sizes = {}
+    for quality in (10, 95):
+        request = JobRequest("jobq", png(smooth_photo()), (png(stripes_texture()),),
+                             TINY.with_(iterations=2, size=48), output_format="jpeg", quality=quality)
+        result = engine.run_job(request)
+        assert result.image[:2] == b"\xff\xd8"  # JPEG
+        sizes[quality] = len(result.image)
+    assert sizes[10] < sizes[95] * 0.7
+
+
 def test_run_job_names_the_bad_style_image(engine):
     request = JobRequest("job2", png(smooth_photo()), (png(stripes_texture()), b"hello, not an image"),
                          TINY.with_(iterations=2))
