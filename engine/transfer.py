@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from engine import backends, color, images, losses, optimize
+from engine import backends, color, device, images, losses, optimize
 from engine.errors import Cancelled
 from engine.jobs import JobRequest, JobResult, Progress, TransferSettings, style_blend_weights
 from engine.vgg import FeatureNetwork, deepest_layer
@@ -140,40 +140,6 @@ def fit_longest(rgb: np.ndarray, longest: int) -> np.ndarray:
     return rgb if max(rgb.shape[:2]) == longest else images.resize_longest(rgb, longest)
 
 
-def cpu_flags(cpuinfo: str) -> set[str]:
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-# Backends whose CPU convolutions are slower in bfloat16 than in float32 even where
-# the CPU has bfloat16 instructions: XLA's CPU backend (JAX) converts and runs them
-# in float32 (measured by `python -m bench`: 0.88 s vs 0.82 s a 512-px step).
-NO_FAST_CPU_BFLOAT16 = frozenset({"jax"})
-
-
-def resolve_precision(requested: str, device: str, flags: set[str], backend: str = "tensorflow") -> str:
-    """"auto" picks bfloat16 convolutions where they run natively (a GPU, or a CPU with
-    AVX512_BF16 or AMX on a backend that uses them), else float32: emulated bfloat16
-    is slower."""
-    if requested != "auto":
-        return requested
-    if device != "cpu":
-        return "bfloat16"
-    if flags & {"avx512_bf16", "amx_bf16"} and backend not in NO_FAST_CPU_BFLOAT16:
-        return "bfloat16"
-    return "float32"
-
-
-def host_cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return cpu_flags(f.read())
-    except OSError:  # not Linux: be conservative
-        return set()
-
-
 def style_size(settings: TransferSettings) -> int:
     return max(16, round(settings.size * settings.style_scale))
 
@@ -238,8 +204,6 @@ class Engine:
     _auto_precision: str | None = field(default=None, repr=False)
 
     def describe(self) -> dict[str, str]:
-        from engine import device
-
         info = dict(backends.current().describe())
         info["device"] = device.current().label()  # chooses it, if nobody has yet
         info["weights"] = self.weights.source
@@ -248,10 +212,8 @@ class Engine:
     def precision(self, settings: TransferSettings) -> str:
         if settings.precision != "auto":
             return settings.precision
-        if self._auto_precision is None:
-            info = backends.current().describe()
-            self._auto_precision = resolve_precision("auto", info.get("device", "cpu"), host_cpu_flags(),
-                                                     info.get("backend", backends.name()))
+        if self._auto_precision is None:  # the device and the CPU do not change
+            self._auto_precision = device.current().precision("auto")
         return self._auto_precision
 
     def network(self, settings: TransferSettings) -> FeatureNetwork:
@@ -332,8 +294,6 @@ class Engine:
     @staticmethod
     def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
                   settings: TransferSettings, reporter: "_Reporter") -> np.ndarray:
-        from engine import device
-
         shape = x0.shape
         if device.current().device_loop(settings.optimizer):
             # Compiled chunks of iterations on the device (engine/device.py says why

@@ -320,6 +320,24 @@ def test_pyramid_on_the_device_counts_every_iteration(engine, device_loop):
     assert [p.iteration for p in seen] == list(range(1, 10))
 
 
+def test_backends_never_import_the_device_module():
+    # One direction only: engine.device uses engine.backends to find and pick devices.
+    import ast
+    from pathlib import Path
+
+    import engine.backends
+
+    for path in Path(engine.backends.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert "engine.device" not in names, path.name
+
+
 def test_engine_reports_backend_and_device(engine):
     import keras
 

@@ -193,7 +193,7 @@ def test_pyramid_job_reads_as_one_progress_bar(engine):
 
 
 def test_auto_precision_uses_bfloat16_only_where_native():
-    from engine.transfer import cpu_flags, resolve_precision
+    from engine.device import cpu_flags, resolve_precision
 
     flags = cpu_flags("processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
     assert "avx512_bf16" in flags
@@ -205,3 +205,9 @@ def test_auto_precision_uses_bfloat16_only_where_native():
     assert resolve_precision("auto", "cpu", flags, "jax") == "float32"
     assert resolve_precision("auto", "gpu", set(), "jax") == "bfloat16"
     assert resolve_precision("auto", "cpu", flags, "torch") == "bfloat16"
+    # The chosen device answers the same question for its own kind and backend.
+    from engine.device import Device
+
+    assert Device("jax", "cpu", "x", "auto").precision("auto", flags) == "float32"
+    assert Device("tensorflow", "cpu", "x", "auto").precision("auto", flags) == "bfloat16"
+    assert Device("torch", "gpu", "x", "auto").precision("float32", set()) == "float32"
