@@ -164,68 +164,91 @@ def download(
 
     def fail(what: str) -> WeightsError:
         return WeightsError(
-            f"could not download VGG-19 weights from {url} (expected md5 {md5}): {what}. "
+            f"could not download VGG weights from {url} (expected md5 {md5}): {what}. "
             + manual_fix(dest, url)
         )
 
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # Closed by `with tmp:` below; opened here so failing to create it reads as a write error.
-        tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
-        )
-    except OSError as e:
-        raise fail(f"cannot write to {dest.parent} ({e})") from e
-
+    tmp = _temp_beside(dest, fail)
     log.info("downloading %s to %s", url, dest)
     tmp_path = Path(tmp.name)
-    done = 0
     try:
         with tmp:
-            request = urllib.request.Request(url, headers={"User-Agent": "stylebot"})
-            try:
-                response = urllib.request.urlopen(request, timeout=timeout)
-            except (OSError, http.client.HTTPException) as e:  # URLError/HTTPError are OSErrors
-                raise fail(_describe_url_error(e, timeout)) from e
-            with response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                digest = hashlib.md5()
-                if on_progress:
-                    on_progress(0, total)
-                while True:
-                    try:
-                        chunk = response.read(CHUNK_BYTES)
-                    except (OSError, http.client.HTTPException) as e:
-                        # A timeout, a reset, or http.client.IncompleteRead.
-                        what = _describe_url_error(e, timeout)
-                        raise fail(f"interrupted after {done} bytes: {what}") from e
-                    if not chunk:
-                        break
-                    try:
-                        tmp.write(chunk)
-                    except OSError as e:  # disk full, most likely
-                        raise fail(f"cannot write to {dest.parent} ({e})") from e
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if on_progress:
-                        on_progress(done, total)
-            if total is not None and done != total:
-                raise fail(f"connection closed after {done} of {total} bytes")
-            got = digest.hexdigest()
-            if got != md5.lower():
-                raise fail(f"hash mismatch: got {got} ({done} bytes)")
-            try:  # on disk before the rename, so a power cut cannot leave a renamed empty file
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            except OSError as e:
-                raise fail(f"cannot write to {dest.parent} ({e})") from e
+            with _open_url(url, timeout, fail) as response:
+                done, total, got = _stream(response, tmp, on_progress, timeout, fail)
+            _check_download(done, total, got, md5, fail)
+            _sync(tmp, fail)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     log.info("downloaded %s (%d bytes, md5 ok)", dest, done)
     return dest
+
+
+Fail = Callable[[str], WeightsError]
+
+
+def _temp_beside(dest: Path, fail: Fail) -> Any:
+    """An open temporary file in dest's folder (created if need be), for the atomic rename."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Closed by download's `with tmp:`; opened here so failing to create it reads as a write error.
+        return tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
+        )
+    except OSError as e:
+        raise fail(f"cannot write to {dest.parent} ({e})") from e
+
+
+def _open_url(url: str, timeout: float, fail: Fail) -> Any:
+    request = urllib.request.Request(url, headers={"User-Agent": "stylebot"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except (OSError, http.client.HTTPException) as e:  # URLError/HTTPError are OSErrors
+        raise fail(_describe_url_error(e, timeout)) from e
+
+
+def _stream(response: Any, out: Any, on_progress: ProgressFn | None, timeout: float,
+            fail: Fail) -> tuple[int, int | None, str]:
+    """Copy the body to `out` in CHUNK_BYTES pieces, reporting progress: (bytes, total, md5)."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    digest = hashlib.md5()
+    done = 0
+    if on_progress:
+        on_progress(0, total)
+    while True:
+        try:
+            chunk = response.read(CHUNK_BYTES)
+        except (OSError, http.client.HTTPException) as e:
+            # A timeout, a reset, or http.client.IncompleteRead.
+            raise fail(f"interrupted after {done} bytes: {_describe_url_error(e, timeout)}") from e
+        if not chunk:
+            return done, total, digest.hexdigest()
+        try:
+            out.write(chunk)
+        except OSError as e:  # disk full, most likely
+            raise fail(f"cannot write to {Path(out.name).parent} ({e})") from e
+        digest.update(chunk)
+        done += len(chunk)
+        if on_progress:
+            on_progress(done, total)
+
+
+def _check_download(done: int, total: int | None, got: str, md5: str, fail: Fail) -> None:
+    if total is not None and done != total:
+        raise fail(f"connection closed after {done} of {total} bytes")
+    if got != md5.lower():
+        raise fail(f"hash mismatch: got {got} ({done} bytes)")
+
+
+def _sync(out: Any, fail: Fail) -> None:
+    """On disk before the rename, so a power cut cannot leave a renamed empty file."""
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as e:
+        raise fail(f"cannot write to {Path(out.name).parent} ({e})") from e
 
 
 # --- reading files ---------------------------------------------------------------------
