@@ -259,37 +259,42 @@ class Engine:
         `on_image(iteration, image)` sees every evaluated image (benchmarks use it to
         measure the full-resolution loss against time).
         """
-        if not styles:
-            raise ValueError("at least one style image is needed")
         started = time.perf_counter()
         seed = resolve_seed(settings.seed)
+        job = self.prepare(content, styles, settings)
+        reporter = _Reporter(settings, on_progress, should_stop, started, plan=job.plan,
+                             on_image=on_image,
+                             finish=(lambda im: color.recombine_luminance(im, images.resize_to(job.content, im.shape[:2])))
+                             if settings.color == "luminance" else None)
+        x = None
+        for level in job.plan:
+            level_content, args = job.level(level.shape)
+            if x is None:
+                x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
+                                  job.objective.mean_bgr[::-1])
+            else:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
+                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+            x = self._optimize(job.objective, args, x, level.iterations, settings, reporter)
+        result = np.clip(x, PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+        if settings.color == "luminance":
+            result = color.recombine_luminance(result, job.content)
+        return StylizeResult(result, seed, reporter.count, reporter.last_losses,
+                             time.perf_counter() - started)
+
+    def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray],
+                settings: TransferSettings = TransferSettings()) -> "PreparedJob":
+        """Everything a job needs before its first step: the photo at `settings.size`
+        and the styles at `style_size`, the colour mode applied, the loss, the blend
+        weights and the pyramid plan. stylize() runs one; benchmarks score their
+        methods on one's finest level, so both set a job up the same way."""
+        if not styles:
+            raise ValueError("at least one style image is needed")
         blend = style_blend_weights(settings, len(styles))
         content = images.resize_longest(np.asarray(content, np.float32), settings.size)
         styles = [images.resize_longest(np.asarray(s, np.float32), style_size(settings)) for s in styles]
-        content_seen, styles_seen = self.network_inputs(content, styles, settings)
-        objective = self.objective(settings)
-        plan = pyramid_plan(content.shape[:2], settings)
-        reporter = _Reporter(settings, on_progress, should_stop, started, plan=plan,
-                             on_image=on_image,
-                             finish=(lambda im: color.recombine_luminance(im, images.resize_to(content, im.shape[:2])))
-                             if settings.color == "luminance" else None)
-        x = None
-        for level in plan:
-            level_content = fit(content_seen, level.shape)
-            level_styles = [fit_longest(s, round(max(s.shape[:2]) * level.longest / settings.size))
-                            for s in styles_seen]
-            args = self.step_args(objective, level_content, level_styles, settings, blend)
-            if x is None:
-                x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
-                                  objective.mean_bgr[::-1])
-            else:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
-                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
-            x = self._optimize(objective, args, x, level.iterations, settings, reporter)
-        result = np.clip(x, PIXEL_MIN, PIXEL_MAX).astype(np.float32)
-        if settings.color == "luminance":
-            result = color.recombine_luminance(result, content)
-        return StylizeResult(result, seed, reporter.count, reporter.last_losses,
-                             time.perf_counter() - started)
+        content_seen, styles_seen = network_inputs(content, styles, settings)
+        return PreparedJob(settings, self.objective(settings), content, content_seen, styles_seen,
+                           blend, pyramid_plan(content.shape[:2], settings))
 
     @staticmethod
     def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
@@ -326,63 +331,6 @@ class Engine:
                               learning_rate=settings.learning_rate)
         return x.reshape(shape).astype(np.float32)
 
-    def network_inputs(self, content, styles, settings):
-        """(content, styles) as the network sees them under `settings.color` (Gatys et
-        al. 2016, "Preserving Color ..."): luminance only, or styles colour-matched."""
-        if settings.color == "luminance":
-            pairs = [color.luminance_inputs(content, s) for s in styles]
-            return pairs[0][0], [style for _, style in pairs]
-        if settings.color == "histogram":
-            return content, [color.match_color_histogram(s, content, method=settings.histogram_method)
-                             for s in styles]
-        return content, styles
-
-    def step_args(self, objective: Objective, content, styles, settings: TransferSettings,
-                  blend=None) -> tuple:
-        """The arguments of `objective.step(image, *args)`: the loss stylize() minimises
-        for this content and these styles (as `network_inputs` returns them) at the
-        content's size. Benchmarks and tests build the same problem through this."""
-        if blend is None:
-            blend = style_blend_weights(settings, len(styles))
-        targets = self._targets(objective, content, styles, blend)
-        return self._weighted(settings, targets)
-
-    @staticmethod
-    def _targets(objective: Objective, content, styles, blend) -> Targets:
-        feats = objective.network.features(content, objective.layers)
-        style_feats = [objective.network.features(style, objective.layers) for style in styles]
-        # The photo counts half and the paintings (by their blend weights) the other
-        # half in the statistics every layer is standardised by (losses.channel_scales).
-        pool_weights = [1.0, *blend]
-        scales = {name: losses.channel_scales(
-            [losses.channel_rms(feats[name])] + [losses.channel_rms(f[name]) for f in style_feats],
-            pool_weights) for name in objective.layers}
-        content_targets = [feats[n] * scales[n] for n in objective.content_layers]
-        grams = []
-        for name in objective.style_layers:
-            # Blending Gram targets is equivalent to blending the style losses:
-            # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
-            # (the approach of jcjohnson/neural-style's -style_blend_weights).
-            grams.append(sum(weight * keras.ops.convert_to_numpy(
-                losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats)))
-        return Targets(content_targets, grams, [scales[n] for n in objective.content_layers],
-                       [scales[n] for n in objective.style_layers])
-
-    @staticmethod
-    def _weighted(settings: TransferSettings, targets: Targets) -> tuple:
-        content_part, style_part = losses.strength_split(settings.style_strength)
-        content_weights = losses.term_weights([w for _, w in settings.content_layers]) * content_part
-        style_weights = losses.term_weights([w for _, w in settings.style_layers]) * style_part
-        return (
-            [np.asarray(t, np.float32) for t in targets.content],
-            [np.asarray(g, np.float32) for g in targets.style_grams],
-            [np.asarray(s, np.float32) for s in targets.content_scales],
-            [np.asarray(s, np.float32) for s in targets.style_scales],
-            content_weights.astype(np.float32),
-            style_weights.astype(np.float32),
-            np.float32(settings.tv_weight),
-        )
-
     # -- the job contract ------------------------------------------------------------------
 
     def run_job(self, request: JobRequest, *, on_progress: ProgressCallback | None = None,
@@ -411,6 +359,90 @@ class Engine:
             height=height, elapsed=time.perf_counter() - started, seed=result.seed,
             iterations=result.iterations, final_loss=float(result.losses.get("total", float("nan"))),
         )
+
+
+# --- one job, set up: inputs, targets and loss weights --------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job set up by Engine.prepare(): plain data and the loss, before any step."""
+
+    settings: TransferSettings
+    objective: Objective
+    content: np.ndarray  # RGB at settings.size: what luminance mode puts the colours back from
+    content_seen: np.ndarray  # the content as the network sees it (colour mode applied)
+    styles_seen: list[np.ndarray]  # the styles likewise, at style_size(settings)
+    blend: tuple[float, ...]  # normalised style weights
+    plan: list[Level]  # the coarse-to-fine schedule, finest (the output size) last
+
+    def level(self, shape: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple]:
+        """The content the network sees at `shape` (default: the output size) and the
+        arguments of `objective.step(image, *args)` there; the styles shrink with the
+        level so their strokes keep their size relative to the image."""
+        shape = tuple(shape or self.content.shape[:2])
+        content = fit(self.content_seen, shape)
+        styles = [fit_longest(s, round(max(s.shape[:2]) * max(shape) / self.settings.size))
+                  for s in self.styles_seen]
+        return content, step_args(self.objective, content, styles, self.settings, self.blend)
+
+
+def network_inputs(content, styles, settings: TransferSettings):
+    """(content, styles) as the network sees them under `settings.color` (Gatys et
+    al. 2016, "Preserving Color ..."): luminance only, or styles colour-matched."""
+    if settings.color == "luminance":
+        pairs = [color.luminance_inputs(content, s) for s in styles]
+        return pairs[0][0], [style for _, style in pairs]
+    if settings.color == "histogram":
+        return content, [color.match_color_histogram(s, content, method=settings.histogram_method)
+                         for s in styles]
+    return content, styles
+
+
+def step_args(objective: Objective, content, styles, settings: TransferSettings, blend=None) -> tuple:
+    """The arguments of `objective.step(image, *args)`: the loss stylize() minimises
+    for this content and these styles (as `network_inputs` returns them) at the
+    content's size."""
+    if blend is None:
+        blend = style_blend_weights(settings, len(styles))
+    return loss_weights(settings, targets(objective, content, styles, blend))
+
+
+def targets(objective: Objective, content, styles, blend) -> Targets:
+    feats = objective.network.features(content, objective.layers)
+    style_feats = [objective.network.features(style, objective.layers) for style in styles]
+    # The photo counts half and the paintings (by their blend weights) the other
+    # half in the statistics every layer is standardised by (losses.channel_scales).
+    pool_weights = [1.0, *blend]
+    scales = {name: losses.channel_scales(
+        [losses.channel_rms(feats[name])] + [losses.channel_rms(f[name]) for f in style_feats],
+        pool_weights) for name in objective.layers}
+    content_targets = [feats[n] * scales[n] for n in objective.content_layers]
+    grams = []
+    for name in objective.style_layers:
+        # Blending Gram targets is equivalent to blending the style losses:
+        # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
+        # (the approach of jcjohnson/neural-style's -style_blend_weights).
+        grams.append(sum(weight * keras.ops.convert_to_numpy(
+            losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats)))
+    return Targets(content_targets, grams, [scales[n] for n in objective.content_layers],
+                   [scales[n] for n in objective.style_layers])
+
+
+def loss_weights(settings: TransferSettings, targets: Targets) -> tuple:
+    """The targets and the layers' weights, (1 − λ)·w_l and λ·w_l, as step arguments."""
+    content_part, style_part = losses.strength_split(settings.style_strength)
+    content_weights = losses.term_weights([w for _, w in settings.content_layers]) * content_part
+    style_weights = losses.term_weights([w for _, w in settings.style_layers]) * style_part
+    return (
+        [np.asarray(t, np.float32) for t in targets.content],
+        [np.asarray(g, np.float32) for g in targets.style_grams],
+        [np.asarray(s, np.float32) for s in targets.content_scales],
+        [np.asarray(s, np.float32) for s in targets.style_scales],
+        content_weights.astype(np.float32),
+        style_weights.astype(np.float32),
+        np.float32(settings.tv_weight),
+    )
 
 
 def style_name(index: int, count: int) -> str:

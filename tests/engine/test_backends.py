@@ -83,8 +83,8 @@ def probe(out: str) -> None:
     result: dict[str, np.ndarray] = {}
     for precision in ("float32", "bfloat16"):
         settings = TransferSettings(size=SIZE, tv_weight=1e-3, precision=precision)
-        objective = engine.objective(settings)
-        args = engine.step_args(objective, content, [style], settings)
+        job = engine.prepare(content, [style], settings)
+        objective, (_, args) = job.objective, job.level()
         loss, grad, terms = objective.step(x, *args)
         result[f"{precision}_loss"] = np.float64(loss)
         result[f"{precision}_grad"] = grad

@@ -180,6 +180,37 @@ def test_pyramid_plan_doubles_sizes_and_splits_the_budget():
     assert [lv.shape for lv in small] == [(60, 80)] and small[0].iterations == 30
 
 
+def test_prepare_sets_up_every_level_of_a_job(engine):
+    settings = TINY.with_(size=128, scales=2, color="luminance")
+    job = engine.prepare(smooth_photo(48, 64), [stripes_texture(60, 60)], settings)
+    assert job.content.shape == (96, 128, 3) and job.styles_seen[0].shape == (128, 128, 3)
+    assert [lv.shape for lv in job.plan] == [(48, 64), (96, 128)] and job.blend == (1.0,)
+    assert job.objective is engine.objective(settings)
+    content, args = job.level()  # the output size
+    np.testing.assert_array_equal(content, job.content_seen)
+    coarse, coarse_args = job.level(job.plan[0].shape)
+    assert coarse.shape == (48, 64, 3) and coarse_args[0][0].shape[:2] == (6, 8)  # conv4_2: 1/8
+    loss, grad, _ = job.objective.step(coarse, *coarse_args)
+    assert np.isfinite(loss) and grad.shape == coarse.shape
+    with pytest.raises(ValueError, match="at least one style"):
+        engine.prepare(smooth_photo(), [], settings)
+
+
+def test_bench_builds_its_problem_the_way_stylize_does(engine):
+    from bench import problem
+
+    settings = TINY.with_(size=40, precision="float32")
+    built = problem.build(engine, smooth_photo(), stripes_texture(), settings)
+    content, args = engine.prepare(smooth_photo(), [stripes_texture()], settings).level()
+    np.testing.assert_array_equal(built.content, content)
+    def flat(args):
+        return [a for arg in args for a in (arg if isinstance(arg, list) else [arg])]
+
+    assert len(flat(built.args)) == len(flat(args))
+    for mine, theirs in zip(flat(built.args), flat(args)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+
+
 def test_pyramid_job_reads_as_one_progress_bar(engine):
     seen = []
     settings = TINY.with_(size=128, iterations=9, scales=2, scale_iterations=(2, 1), preview_every=3)
