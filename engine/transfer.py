@@ -19,8 +19,9 @@ import numpy as np
 from keras import ops
 
 from engine import backends, color, device, images, losses, optimize
-from engine.errors import Cancelled
-from engine.jobs import JobRequest, JobResult, Progress, TransferSettings, style_blend_weights
+from engine.errors import Cancelled, WeightsError
+from engine.jobs import (NETWORK_LABELS, JobRequest, JobResult, Progress, TransferSettings,
+                         style_blend_weights)
 from engine.vgg import FeatureNetwork, deepest_layer
 from engine.weights import VGGWeights
 
@@ -194,11 +195,21 @@ class Objective:
 # --- the engine ---------------------------------------------------------------------------
 
 
+WeightsLoader = Callable[[str], VGGWeights]
+
+
 @dataclass
 class Engine:
-    """Weights plus compiled networks, kept warm across jobs."""
+    """Weights plus compiled networks, kept warm across jobs.
+
+    `weights` are those of the network jobs normally ask for (settings.network);
+    `weights_for(network)` loads another network's when a job asks for it (each
+    once per engine). Without it, such a job fails with a WeightsError that says
+    which network this engine holds."""
 
     weights: VGGWeights
+    weights_for: WeightsLoader | None = field(default=None, kw_only=True)
+    _loaded: dict = field(default_factory=dict, repr=False)
     _networks: dict = field(default_factory=dict, repr=False)
     _objectives: dict = field(default_factory=dict, repr=False)
     _auto_precision: str | None = field(default=None, repr=False)
@@ -216,18 +227,34 @@ class Engine:
             self._auto_precision = device.current().precision("auto")
         return self._auto_precision
 
+    def weights_of(self, network: str) -> VGGWeights:
+        """The weights of `network` ("vgg19" or "vgg16")."""
+        if network == self.weights.network:
+            return self.weights
+        if network not in self._loaded:
+            if self.weights_for is None:
+                raise WeightsError(
+                    f"this engine was started with {NETWORK_LABELS[self.weights.network]} weights "
+                    f"({self.weights.source}) and a job asked for network = {network!r}. To fix: "
+                    f'set [engine] network = "{self.weights.network}", or restart the engine '
+                    f"with {NETWORK_LABELS.get(network, network)} weights")
+            self._loaded[network] = self.weights_for(network)
+        return self._loaded[network]
+
     def network(self, settings: TransferSettings) -> FeatureNetwork:
+        """The compiled feature network of `settings`, one per (network, pooling, precision)."""
         settings = replace(settings, precision=self.precision(settings))
-        key = (settings.pooling, settings.precision)
+        key = (settings.network, settings.pooling, settings.precision)
+        weights = self.weights_of(settings.network)
         if key not in self._networks:
             # Build up to conv5_1 once; each job's model is pruned to its own deepest layer.
             deepest = deepest_layer(["conv5_1", *self._layer_names(settings)])
-            self._networks[key] = FeatureNetwork(self.weights, pooling=settings.pooling,
+            self._networks[key] = FeatureNetwork(weights, pooling=settings.pooling,
                                                  precision=settings.precision, deepest=deepest)
         network = self._networks[key]
         needed = deepest_layer(self._layer_names(settings))
         if needed not in network.layer_names:  # a deeper layer than built (conv5_2+)
-            network = FeatureNetwork(self.weights, pooling=settings.pooling,
+            network = FeatureNetwork(weights, pooling=settings.pooling,
                                      precision=settings.precision, deepest=needed)
             self._networks[key] = network
         return network

@@ -50,6 +50,7 @@ class WorkerOptions:
     allow_download: bool = True
     log_level: str = "INFO"
     device: str = "auto"  # [engine] device: auto, cpu or gpu, chosen once per process
+    network: str = "vgg19"  # [engine] network: whose weights are loaded at start
     # "module:callable" building the engine from these options. Empty = the real
     # TensorFlow engine; unit tests of the bot's queue name a fake one here.
     engine_factory: str = ""
@@ -65,6 +66,7 @@ def real_engine(options: WorkerOptions) -> Any:
     weights = load_weights(
         options.weights.source,
         models_dir=options.weights.models_path(),
+        network=options.network,
         random_seed=options.weights.random_seed,
         allow_download=options.allow_download,
         on_progress=None,

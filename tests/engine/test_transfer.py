@@ -242,3 +242,42 @@ def test_auto_precision_uses_bfloat16_only_where_native():
     assert Device("jax", "cpu", "x", "auto").precision("auto", flags) == "float32"
     assert Device("tensorflow", "cpu", "x", "auto").precision("auto", flags) == "bfloat16"
     assert Device("torch", "gpu", "x", "auto").precision("float32", set()) == "float32"
+
+
+def test_settings_name_layers_of_the_chosen_network():
+    assert TransferSettings(network="vgg16").network == "vgg16"  # the paper's layers exist in both
+    with pytest.raises(ValueError, match="unknown layer 'conv5_4' for VGG-16"):
+        TransferSettings(network="vgg16", style_layers=(("conv5_4", 1.0),))
+    assert TransferSettings(style_layers=(("conv5_4", 1.0),)).network == "vgg19"
+    with pytest.raises(ValueError, match="network must be one of vgg19, vgg16"):
+        TransferSettings(network="resnet50")
+
+
+def test_engine_keeps_one_network_per_network_pooling_and_precision(random_vgg_weights):
+    from engine.transfer import Engine
+    from engine.weights import random_weights
+
+    asked = []
+
+    def weights_for(network):
+        asked.append(network)
+        return random_weights(0, network=network)
+
+    engine = Engine(random_vgg_weights, weights_for=weights_for)
+    vgg16 = TINY.with_(iterations=2, network="vgg16", precision="float32")
+    result = engine.stylize(smooth_photo(), [stripes_texture()], vgg16)
+    assert np.isfinite(result.image).all()
+    engine.network(vgg16.with_(pooling="max"))
+    engine.network(vgg16.with_(network="vgg19"))
+    again = engine.network(vgg16)
+    assert asked == ["vgg16"]  # loaded once
+    assert set(engine._networks) == {("vgg16", "avg", "float32"), ("vgg16", "max", "float32"),
+                                     ("vgg19", "avg", "float32")}
+    assert again.key.network == "vgg16" and again is engine._networks[("vgg16", "avg", "float32")]
+
+
+def test_engine_without_a_loader_names_the_network_it_holds(engine):
+    from engine.errors import WeightsError
+
+    with pytest.raises(WeightsError, match=r'started with VGG-19 weights.*network = "vgg19"'):
+        engine.stylize(smooth_photo(), [stripes_texture()], TINY.with_(network="vgg16"))

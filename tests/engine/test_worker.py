@@ -1,4 +1,5 @@
-"""engine.errors: one set of error types, recognised by type where they become data."""
+"""engine.errors: one set of error types, recognised by type where they become data;
+the worker process's start-up (engine.worker)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def test_errors_module_imports_nothing_heavy():
             "bad = [m for m in ('numpy', 'h5py', 'keras', 'tensorflow') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
+
+
+def test_worker_loads_the_configured_network():
+    from engine.config import WeightsSettings
+    from engine.worker import WorkerOptions, real_engine
+
+    engine = real_engine(WorkerOptions(weights=WeightsSettings(source="random"), network="vgg16"))
+    assert engine.weights.network == "vgg16"
