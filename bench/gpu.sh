@@ -105,7 +105,7 @@ def save():
 
 t0 = time.perf_counter()
 import keras  # noqa: E402
-from engine import device, images, optimize  # noqa: E402
+from engine import device, images, optimize, transfer  # noqa: E402
 dev = device.configure(os.environ["GPU_BENCH_DEVICE"])
 res["device"], res["kind"] = dev.label(), dev.kind
 from engine.jobs import TransferSettings  # noqa: E402
@@ -200,7 +200,7 @@ for precision in precisions:
         c = images.resize_longest(content, size)
         s = images.resize_longest(style, style_size(settings))
         objective = engine.objective(settings)
-        args = engine.step_args(objective, c, [s], settings)
+        args = transfer.step_args(objective, c, [s], settings)
         h, w = c.shape[:2]
         r["shape"], r["step_gflop"] = [h, w], step_gflop(h, w)
         reset_mem()

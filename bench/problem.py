@@ -1,10 +1,10 @@
 """The full-resolution loss of one job, built from the engine: what every method is scored on.
 
-Mirrors the setup of `Engine.stylize` at its finest scale: content resized to
-`settings.size` on its longest side, style to `style_size(settings)`, the colour
-mode applied (`Engine.network_inputs`), and targets and loss weights with the
-content weight's size correction (`Engine.step_args`). It always uses the float32
-network, so a bfloat16 job is scored on the same loss as a float32 one.
+Set up by `Engine.prepare`, as `Engine.stylize` sets up its jobs, at the finest
+scale: content resized to `settings.size` on its longest side, style to
+`style_size(settings)`, the colour mode applied, and the targets and loss weights
+there (`PreparedJob.level()`). It always uses the float32 network, so a bfloat16
+job is scored on the same loss as a float32 one.
 """
 
 from __future__ import annotations
@@ -85,13 +85,8 @@ def loss_settings(settings: TransferSettings) -> TransferSettings:
 
 def build(engine: Any, content: np.ndarray, style: np.ndarray, settings: TransferSettings) -> Problem:
     """The full-resolution problem of `settings` (size, loss weights, layers, colour mode)."""
-    from engine import transfer
-
-    s = loss_settings(settings)
-    content = images.resize_longest(np.asarray(content, np.float32), s.size)
-    style = images.resize_longest(np.asarray(style, np.float32), transfer.style_size(s))
-    content_seen, styles_seen = engine.network_inputs(content, [style], s)
-    objective = engine.objective(s)
-    args = engine.step_args(objective, content_seen, styles_seen, s)
-    return Problem(s, objective, args, np.asarray(content_seen, np.float32), styles_seen[0],
+    job = engine.prepare(content, [style], loss_settings(settings))
+    content_seen, args = job.level()
+    objective = job.objective
+    return Problem(job.settings, objective, args, np.asarray(content_seen, np.float32), job.styles_seen[0],
                    np.asarray(objective.mean_bgr[::-1], np.float32), _forward_loss(objective))

@@ -152,5 +152,6 @@ def worker_options(settings: Settings, **overrides) -> WorkerOptions:
         "allow_download": settings.bot.allow_download,
         "log_level": settings.bot.log_level,
         "device": settings.engine.transfer.device,
+        "network": settings.engine.transfer.network,
     }
     return WorkerOptions(**{**options, **overrides})

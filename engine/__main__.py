@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.config import ConfigError, load_engine_config
-from engine.errors import InputError
-from engine.jobs import (COLOR_MODES, HISTOGRAM_METHODS, INIT_MODES, OPTIMIZERS, OUTPUT_FORMATS,
-                         POOLING_MODES, PRECISIONS, PRESETS, DEVICES, TransferSettings, apply_preset,
-                         style_blend_weights)
+from engine.errors import InputError, WeightsError
+from engine.jobs import (COLOR_MODES, HISTOGRAM_METHODS, INIT_MODES, NETWORK_LABELS, NETWORKS,
+                         OPTIMIZERS, OUTPUT_FORMATS, POOLING_MODES, PRECISIONS, PRESETS, DEVICES,
+                         TransferSettings, apply_preset, style_blend_weights)
 
 EXIT_BAD_INPUT = 2
 EXIT_WEIGHTS = 3
@@ -70,10 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--histogram-method", choices=HISTOGRAM_METHODS)
     p.add_argument("--style-blend", type=parse_floats, help="weights for several styles, e.g. 0.7,0.3")
     p.add_argument("--style-scale", type=float, help="style image size relative to the output")
+    p.add_argument("--network", choices=NETWORKS, help="vgg19 (the paper's) or vgg16; each has its own weights")
     p.add_argument("--pooling", choices=POOLING_MODES)
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--device", choices=DEVICES, help="auto (a GPU if one is found), gpu or cpu")
-    p.add_argument("--weights", help="'auto', 'random' (offline testing, not art) or a .h5/.mat path")
+    p.add_argument("--weights", help="'auto', 'random' (offline testing, not art) or a .h5/.mat path "
+                                     "holding the --network's weights")
     p.add_argument("--models-dir", type=Path, help="where weights are stored and downloaded")
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: from -o's extension)")
     p.add_argument("--quality", type=int, help="JPEG/WebP quality 1-95")
@@ -87,7 +89,7 @@ OPTION_TO_SETTING = {
     "content_layers": "content_layers", "style_layers": "style_layers", "tv_weight": "tv_weight",
     "init": "init", "noise_ratio": "noise_ratio", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "color": "color", "histogram_method": "histogram_method",
-    "style_blend": "style_blend", "style_scale": "style_scale", "pooling": "pooling",
+    "style_blend": "style_blend", "style_scale": "style_scale", "network": "network", "pooling": "pooling",
     "precision": "precision", "device": "device",
 }
 
@@ -144,18 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, InputError) as e:
         return fail(EXIT_BAD_INPUT, str(e))
 
-    from engine.weights import WeightsError, load_weights
-
-    source = args.weights or config.weights.source
-    models_dir = args.models_dir or config.weights.models_path()
     try:
-        weights = load_weights(source, models_dir=models_dir, random_seed=config.weights.random_seed,
-                               on_progress=None if args.quiet else download_bar())
+        weights = load_cli_weights(args, config, settings.network)
     except WeightsError as e:
         return fail(EXIT_WEIGHTS, str(e))
-    if weights.is_random:
-        print("WARNING: using RANDOM VGG-19 weights (--weights random). This tests the pipeline "
-              "offline; the output is a texture, NOT art.", file=sys.stderr)
 
     from engine import device
 
@@ -181,6 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def load_cli_weights(args: argparse.Namespace, config, network: str):
+    """The weights of `network` from --weights / --models-dir or the config; loudly
+    announced when random."""
+    from engine.weights import load_weights
+
+    weights = load_weights(args.weights or config.weights.source,
+                           models_dir=args.models_dir or config.weights.models_path(),
+                           network=network, random_seed=config.weights.random_seed,
+                           on_progress=None if args.quiet else download_bar(network))
+    if weights.is_random:
+        print(f"WARNING: using RANDOM {NETWORK_LABELS[network]} weights (--weights random). "
+              "This tests the pipeline offline; the output is a texture, NOT art.", file=sys.stderr)
+    return weights
+
+
 class iteration_bar:
     """A tqdm bar fed by Progress events."""
 
@@ -199,7 +208,7 @@ class iteration_bar:
         self.bar.close()
 
 
-def download_bar():
+def download_bar(network: str = "vgg19"):
     state = {}
 
     def on_progress(done: int, total: int | None) -> None:
@@ -207,7 +216,7 @@ def download_bar():
 
         if "bar" not in state:
             state["bar"] = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr,
-                                desc="downloading VGG-19 weights")
+                                desc=f"downloading {NETWORK_LABELS[network]} weights")
         state["bar"].n = done
         state["bar"].refresh()
         if total is not None and done >= total:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.jobs import ImageLimits, OUTPUT_FORMATS, TransferSettings, settings_from_mapping
+from engine.jobs import (ImageLimits, OUTPUT_FORMATS, OUTPUT_QUALITY, TransferSettings,
+                         settings_from_mapping)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
@@ -31,7 +32,7 @@ class WeightsSettings:
 @dataclass(frozen=True)
 class OutputSettings:
     format: str = "png"
-    quality: int = 92
+    quality: int = OUTPUT_QUALITY
 
     def __post_init__(self) -> None:
         if self.format not in OUTPUT_FORMATS:

@@ -1,4 +1,5 @@
-"""Which device the engine runs on, chosen once per engine process.
+"""Which device the engine runs on, chosen once per engine process, and the
+convolution precision that suits it.
 
 `configure(choice)` takes "auto" (a GPU when the backend finds one), "gpu" or
 "cpu"; for "auto" or no argument, STYLEBOT_DEVICE can name one. Call it before
@@ -15,6 +16,9 @@ style strength, but its line search keeps strong styles from oscillating, where
 the host loop's unit steps ended 2x higher; SciPy's L-BFGS-B, the host loop
 before that, took twice as long per evaluation at 512 px. STYLEBOT_LOOP=host
 brings back the host loops (NumPy L-BFGS and Adam), for comparison.
+
+Imports go one way: this module asks engine.backends to find and select devices;
+the backends never import it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ class Device:
         over iterations) converges where the host loop's plain L-BFGS oscillates at
         strong style weights. STYLEBOT_LOOP=host selects the host loop."""
         return os.environ.get(ENV_LOOP, "").strip().lower() != "host"
+
+    def precision(self, requested: str, flags: set[str] | None = None) -> str:
+        """The convolution precision for `requested` ("auto" resolved here; see
+        resolve_precision). `flags`: the CPU's feature flags, the host's by default."""
+        return resolve_precision(requested, self.kind, host_cpu_flags() if flags is None else flags,
+                                 self.backend)
 
 
 _current: Device | None = None
@@ -104,6 +114,42 @@ def cpu_name() -> str:
 
         model = platform.processor() or platform.machine() or "CPU"
     return f"{model}, {os.cpu_count() or '?'} cores"
+
+
+# --- precision ------------------------------------------------------------------------------
+
+# Backends whose CPU convolutions are slower in bfloat16 than in float32 even where
+# the CPU has bfloat16 instructions: XLA's CPU backend (JAX) converts and runs them
+# in float32 (measured by `python -m bench`: 0.88 s vs 0.82 s a 512-px step).
+NO_FAST_CPU_BFLOAT16 = frozenset({"jax"})
+
+
+def resolve_precision(requested: str, device: str, flags: set[str], backend: str = "tensorflow") -> str:
+    """"auto" picks bfloat16 convolutions where they run natively (a GPU, or a CPU with
+    AVX512_BF16 or AMX on a backend that uses them), else float32: emulated bfloat16
+    is slower."""
+    if requested != "auto":
+        return requested
+    if device != "cpu":
+        return "bfloat16"
+    if flags & {"avx512_bf16", "amx_bf16"} and backend not in NO_FAST_CPU_BFLOAT16:
+        return "bfloat16"
+    return "float32"
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def host_cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return cpu_flags(f.read())
+    except OSError:  # not Linux: be conservative
+        return set()
 
 
 def _reset_for_tests() -> None:

@@ -21,6 +21,19 @@ VGG19_CONV_LAYERS: tuple[str, ...] = (
     "conv4_1", "conv4_2", "conv4_3", "conv4_4",
     "conv5_1", "conv5_2", "conv5_3", "conv5_4",
 )  # fmt: skip
+# VGG-16 (Simonyan & Zisserman, Table 1, column D): the same blocks with one
+# convolution fewer in blocks 3 to 5, so no conv3_4, conv4_4 or conv5_4. The
+# paper's content (conv4_2) and style layers (conv1_1 ... conv5_1) exist in both.
+VGG16_CONV_LAYERS: tuple[str, ...] = (
+    "conv1_1", "conv1_2",
+    "conv2_1", "conv2_2",
+    "conv3_1", "conv3_2", "conv3_3",
+    "conv4_1", "conv4_2", "conv4_3",
+    "conv5_1", "conv5_2", "conv5_3",
+)  # fmt: skip
+NETWORKS = ("vgg19", "vgg16")
+NETWORK_LAYERS: Mapping[str, tuple[str, ...]] = {"vgg19": VGG19_CONV_LAYERS, "vgg16": VGG16_CONV_LAYERS}
+NETWORK_LABELS: Mapping[str, str] = {"vgg19": "VGG-19", "vgg16": "VGG-16"}
 
 INIT_MODES = ("content", "noise", "blend")
 OPTIMIZERS = ("lbfgs", "adam")
@@ -31,6 +44,9 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 PRECISIONS = ("auto", "float32", "bfloat16")
 DEVICES = ("auto", "cpu", "gpu")
 PRESETS = ("art", "photo")
+# JPEG/WebP quality of results ([output] quality; engine.config.OutputSettings and
+# JobRequest both default to it).
+OUTPUT_QUALITY = 92
 
 # Gatys et al. 2016, Sec. 2: content on conv4_2, style on conv1_1 ... conv5_1,
 # each style layer weighted equally.
@@ -81,6 +97,10 @@ class TransferSettings:
     histogram_method: str = "cholesky"
     style_blend: tuple[float, ...] = ()
     style_scale: float = 1.0
+    # VGG-19 as the paper (and its reference implementations) use. VGG-16 lacks
+    # conv3_4 and conv4_4, about a fifth of the multiply-adds up to conv5_1, and
+    # needs its own weights file (engine/weights.py).
+    network: str = "vgg19"
     pooling: str = "avg"
     precision: str = "auto"
     device: str = "auto"  # auto, cpu or gpu: chosen once, when the engine process starts
@@ -130,16 +150,8 @@ def settings_problems(s: TransferSettings) -> list[str]:
         problems.append(f"style_scale must be between 0.05 and 4 (got {s.style_scale})")
     if any(w < 0 for w in s.style_blend) or (s.style_blend and sum(s.style_blend) <= 0):
         problems.append("style_blend weights must be non-negative and not all zero")
-    for label, layers in (("content_layers", s.content_layers), ("style_layers", s.style_layers)):
-        if not layers:
-            problems.append(f"{label} must name at least one layer")
-        for name, weight in layers:
-            if name not in VGG19_CONV_LAYERS:
-                problems.append(
-                    f"{label}: unknown layer {name!r}; use one of {', '.join(VGG19_CONV_LAYERS)}"
-                )
-            if weight < 0:
-                problems.append(f"{label}: weight of {name} must not be negative")
+    choice("network", s.network, NETWORKS)
+    problems += layer_problems(s)
     choice("init", s.init, INIT_MODES)
     choice("optimizer", s.optimizer, OPTIMIZERS)
     choice("color", s.color, COLOR_MODES)
@@ -149,6 +161,24 @@ def settings_problems(s: TransferSettings) -> list[str]:
     choice("device", s.device, DEVICES)
     if s.preview_every < 0:
         problems.append("preview_every must be 0 (off) or more")
+    return problems
+
+
+def layer_problems(s: TransferSettings) -> list[str]:
+    """The content and style layers must exist in the chosen network, with weights >= 0."""
+    problems: list[str] = []
+    known = NETWORK_LAYERS.get(s.network, VGG19_CONV_LAYERS)
+    for label, layers in (("content_layers", s.content_layers), ("style_layers", s.style_layers)):
+        if not layers:
+            problems.append(f"{label} must name at least one layer")
+        for name, weight in layers:
+            if name not in known:
+                problems.append(
+                    f"{label}: unknown layer {name!r} for {NETWORK_LABELS.get(s.network, s.network)}; "
+                    f"use one of {', '.join(known)}"
+                )
+            if weight < 0:
+                problems.append(f"{label}: weight of {name} must not be negative")
     return problems
 
 
@@ -227,6 +257,7 @@ class JobRequest:
     settings: TransferSettings = field(default_factory=TransferSettings)
     output_format: str = "png"
     limits: ImageLimits = field(default_factory=ImageLimits)
+    quality: int = OUTPUT_QUALITY  # for jpeg and webp output ([output] quality)
 
 
 @dataclass(frozen=True)

@@ -234,79 +234,130 @@ def lbfgs_chunk(vg, state: dict, n, *, lower: float, upper: float, history: int,
     def body(i, st):
         x = st["x"]
         loss, grad, terms = vg(x)
-        f = ops.cast(loss, "float32")
-        g = ops.cast(grad, "float32")
-        term_values = ops.stack([ops.cast(terms[k], "float32") for k in term_names])
-        st = _record(st, i, x, f, term_values, set_row)
+        f, g = ops.cast(loss, "float32"), ops.cast(grad, "float32")
+        st = _record(st, i, x, f, _term_row(terms, term_names), set_row)
         tau, slope, f_old = st["tau"], st["slope"], st["f_acc"]
-        # f_old is inf before the first point: that one is always accepted.
-        accept = ops.logical_and(ops.isfinite(f),
-                                 f <= f_old + ARMIJO * tau * slope + noise * ops.abs(f_old))
-        # Accepted: the curvature pair to it (none on the first point, where s = 0).
-        s = x - st["x_acc"]
-        y = g - st["g_acc"]
-        sy = _dot(s, y)
-        keep = ops.logical_and(accept, sy > CURVATURE_EPS)
-        head = st["head"]
-        S = set_row(st["S"], head, ops.where(keep, s, ops.take(st["S"], head, axis=0)))
-        Y = set_row(st["Y"], head, ops.where(keep, y, ops.take(st["Y"], head, axis=0)))
-        rho = set_row(st["rho"], head, ops.where(keep, 1.0 / ops.where(keep, sy, 1.0),
-                                                 ops.take(st["rho"], head, axis=0)))
-        gamma = ops.where(keep, sy / ops.where(keep, _dot(y, y), 1.0), st["gamma"])
-        head = ops.where(keep, (head + 1) % history, head)
-        stored = ops.where(keep, ops.minimum(st["stored"] + 1, history), st["stored"])
+        accept = _sufficient_decrease(f, f_old, tau, slope, noise)
+        memory = _store_pair(st, x - st["x_acc"], g - st["g_acc"], accept, history, set_row)
         x_acc = ops.where(accept, x, st["x_acc"])
         g_acc = ops.where(accept, g, st["g_acc"])
         f_acc = ops.where(accept, f, f_old)
-        # Rejected: shorten the same step (quadratic interpolation, safeguarded) or,
-        # once it is TAU_MIN short, forget the curvature pairs and start over.
-        excess = f - f_old - slope * tau
-        quadratic = -slope * tau / (2.0 * ops.where(excess > 0, excess, 1.0))
-        shrink = ops.clip(ops.where(ops.logical_and(excess > 0, ops.isfinite(f)), quadratic,
-                                    ops.where(ops.isfinite(f), 0.5, 0.1)), 0.1, 0.5)
-        shorter = tau * shrink
+        # Rejected: shorten the same step or, once it is TAU_MIN short, forget the
+        # curvature pairs and start over.
+        shorter = tau * _shrink(f, f_old, tau, slope)
         restart = ops.logical_and(ops.logical_not(accept), shorter < TAU_MIN)
-        rho = ops.where(restart, 0.0, rho)  # empty slots: rho = 0 drops S and Y out
-        stored = ops.where(restart, 0, stored)
-        gamma = ops.where(restart, 1.0, gamma)
+        memory = _forget(memory, restart)
         fresh = ops.logical_or(accept, restart)
-        # Pixels held at a bound by their gradient (at 0 and pushed down, at 255 and
-        # pushed up) stay out of the step: projecting a quasi-Newton step that moves
-        # them would make it much shorter than the model expects, and the model's
-        # slope would promise a decrease the clipped step does not deliver
-        # (Bertsekas' two-metric projection, simplified).
-        held = ops.logical_or(ops.logical_and(x_acc <= lower, g_acc > 0),
-                              ops.logical_and(x_acc >= upper, g_acc < 0))
-        # Two-loop recursion (Nocedal & Wright, Alg. 7.4) at the accepted point,
-        # newest pair first. Empty slots (rho = 0) drop out.
-        q = ops.where(held, 0.0, g_acc)
-        g_max = ops.max(ops.abs(q))
-        alphas = []
-        for j in range(history):
-            idx = (head - 1 - j) % history
-            a = ops.take(rho, idx, axis=0) * _dot(ops.take(S, idx, axis=0), q)
-            q = q - a * ops.take(Y, idx, axis=0)
-            alphas.append(a)
-        r = gamma * q
-        for j in reversed(range(history)):
-            idx = (head - 1 - j) % history
-            b = ops.take(rho, idx, axis=0) * _dot(ops.take(Y, idx, axis=0), r)
-            r = r + ops.take(S, idx, axis=0) * (alphas[j] - b)
-        # No curvature yet: steepest descent that moves the most-pushed pixel by
-        # FIRST_STEP levels (a step of 1/|g| would change the loss by less than the
-        # rounding noise of a bfloat16 network, and no pair could be learned from it).
-        first = st["lr"] * FIRST_STEP / ops.where(g_max > 0, g_max, 1.0)
-        length = ops.where(stored > 0, st["lr"], first)
-        new_step = ops.where(held, 0.0, -length * r)
+        new_step = _quasi_newton_step(x_acc, g_acc, memory, st["lr"], lower=lower, upper=upper,
+                                      history=history)
         step = ops.where(fresh, new_step, st["step"])
         tau = ops.where(fresh, 1.0, shorter)
         slope = ops.where(fresh, _dot(g_acc, new_step), slope)
         x_new = ops.clip(x_acc + tau * step, lower, upper)
-        return {**st, "x": x_new, "x_acc": x_acc, "g_acc": g_acc, "f_acc": f_acc, "step": step,
-                "tau": tau, "slope": slope, "S": S, "Y": Y, "rho": rho, "gamma": gamma,
-                "head": head, "stored": stored}
+        return {**st, **memory, "x": x_new, "x_acc": x_acc, "g_acc": g_acc, "f_acc": f_acc,
+                "step": step, "tau": tau, "slope": slope}
 
     return (loop or ops.fori_loop)(0, n, body, state)
+
+
+def _term_row(terms, term_names: tuple[str, ...]):
+    from keras import ops
+
+    return ops.stack([ops.cast(terms[k], "float32") for k in term_names])
+
+
+def _sufficient_decrease(f, f_old, tau, slope, noise: float):
+    """Armijo's test with slack for the loss's rounding noise. f_old is inf before
+    the first point: that one is always accepted."""
+    from keras import ops
+
+    return ops.logical_and(ops.isfinite(f),
+                           f <= f_old + ARMIJO * tau * slope + noise * ops.abs(f_old))
+
+
+def _store_pair(st: dict, s, y, accept, history: int, set_row) -> dict:
+    """The L-BFGS memory with the curvature pair (s, y) to an accepted point written
+    into the ring buffer (none on the first point, where s = 0, nor when s.y is not
+    positive). Returns the memory's entries: S, Y, rho, gamma, head, stored."""
+    from keras import ops
+
+    sy = _dot(s, y)
+    keep = ops.logical_and(accept, sy > CURVATURE_EPS)
+    head = st["head"]
+    S = set_row(st["S"], head, ops.where(keep, s, ops.take(st["S"], head, axis=0)))
+    Y = set_row(st["Y"], head, ops.where(keep, y, ops.take(st["Y"], head, axis=0)))
+    rho = set_row(st["rho"], head, ops.where(keep, 1.0 / ops.where(keep, sy, 1.0),
+                                             ops.take(st["rho"], head, axis=0)))
+    return {
+        "S": S, "Y": Y, "rho": rho,
+        "gamma": ops.where(keep, sy / ops.where(keep, _dot(y, y), 1.0), st["gamma"]),
+        "head": ops.where(keep, (head + 1) % history, head),
+        "stored": ops.where(keep, ops.minimum(st["stored"] + 1, history), st["stored"]),
+    }
+
+
+def _shrink(f, f_old, tau, slope):
+    """How much a rejected step is shortened: the minimiser of the quadratic through
+    f_old, the slope and f, kept within [0.1, 0.5] (0.5, or 0.1 for a non-finite f)."""
+    from keras import ops
+
+    excess = f - f_old - slope * tau
+    quadratic = -slope * tau / (2.0 * ops.where(excess > 0, excess, 1.0))
+    return ops.clip(ops.where(ops.logical_and(excess > 0, ops.isfinite(f)), quadratic,
+                              ops.where(ops.isfinite(f), 0.5, 0.1)), 0.1, 0.5)
+
+
+def _forget(memory: dict, restart) -> dict:
+    """The memory emptied where `restart`: rho = 0 drops every slot's S and Y out."""
+    from keras import ops
+
+    return {**memory, "rho": ops.where(restart, 0.0, memory["rho"]),
+            "stored": ops.where(restart, 0, memory["stored"]),
+            "gamma": ops.where(restart, 1.0, memory["gamma"])}
+
+
+def _quasi_newton_step(x_acc, g_acc, memory: dict, lr, *, lower: float, upper: float, history: int):
+    """The step from the accepted point: -H.g over the pixels not held at a bound.
+
+    Pixels held at a bound by their gradient (at 0 and pushed down, at 255 and
+    pushed up) stay out of the step: projecting a quasi-Newton step that moves
+    them would make it much shorter than the model expects, and the model's
+    slope would promise a decrease the clipped step does not deliver
+    (Bertsekas' two-metric projection, simplified).
+    """
+    from keras import ops
+
+    held = ops.logical_or(ops.logical_and(x_acc <= lower, g_acc > 0),
+                          ops.logical_and(x_acc >= upper, g_acc < 0))
+    q = ops.where(held, 0.0, g_acc)
+    g_max = ops.max(ops.abs(q))
+    r = _two_loop_ring(q, memory, history)
+    # No curvature yet: steepest descent that moves the most-pushed pixel by
+    # FIRST_STEP levels (a step of 1/|g| would change the loss by less than the
+    # rounding noise of a bfloat16 network, and no pair could be learned from it).
+    first = lr * FIRST_STEP / ops.where(g_max > 0, g_max, 1.0)
+    length = ops.where(memory["stored"] > 0, lr, first)
+    return ops.where(held, 0.0, -length * r)
+
+
+def _two_loop_ring(q, memory: dict, history: int):
+    """H.q by the two-loop recursion (Nocedal & Wright, Alg. 7.4) over the ring
+    buffer, newest pair first; empty slots (rho = 0) drop out."""
+    from keras import ops
+
+    S, Y, rho, head = memory["S"], memory["Y"], memory["rho"], memory["head"]
+    alphas = []
+    for j in range(history):
+        idx = (head - 1 - j) % history
+        a = ops.take(rho, idx, axis=0) * _dot(ops.take(S, idx, axis=0), q)
+        q = q - a * ops.take(Y, idx, axis=0)
+        alphas.append(a)
+    r = memory["gamma"] * q
+    for j in reversed(range(history)):
+        idx = (head - 1 - j) % history
+        b = ops.take(rho, idx, axis=0) * _dot(ops.take(Y, idx, axis=0), r)
+        r = r + ops.take(S, idx, axis=0) * (alphas[j] - b)
+    return r
 
 
 def adam_chunk(vg, state: dict, n, *, lower: float, upper: float, term_names: tuple[str, ...],
@@ -319,8 +370,7 @@ def adam_chunk(vg, state: dict, n, *, lower: float, upper: float, term_names: tu
         x = st["x"]
         loss, grad, terms = vg(x)
         g = ops.cast(grad, "float32")
-        st = _record(st, i, x, ops.cast(loss, "float32"),
-                     ops.stack([ops.cast(terms[k], "float32") for k in term_names]), set_row)
+        st = _record(st, i, x, ops.cast(loss, "float32"), _term_row(terms, term_names), set_row)
         t = st["t"] + 1.0
         m = beta1 * st["m"] + (1 - beta1) * g
         v = beta2 * st["v"] + (1 - beta2) * g * g

@@ -18,9 +18,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from engine import backends, color, images, losses, optimize
-from engine.errors import Cancelled
-from engine.jobs import JobRequest, JobResult, Progress, TransferSettings, style_blend_weights
+from engine import backends, color, device, images, losses, optimize
+from engine.errors import Cancelled, WeightsError
+from engine.jobs import (NETWORK_LABELS, JobRequest, JobResult, Progress, TransferSettings,
+                         style_blend_weights)
 from engine.vgg import FeatureNetwork, deepest_layer
 from engine.weights import VGGWeights
 
@@ -140,40 +141,6 @@ def fit_longest(rgb: np.ndarray, longest: int) -> np.ndarray:
     return rgb if max(rgb.shape[:2]) == longest else images.resize_longest(rgb, longest)
 
 
-def cpu_flags(cpuinfo: str) -> set[str]:
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-# Backends whose CPU convolutions are slower in bfloat16 than in float32 even where
-# the CPU has bfloat16 instructions: XLA's CPU backend (JAX) converts and runs them
-# in float32 (measured by `python -m bench`: 0.88 s vs 0.82 s a 512-px step).
-NO_FAST_CPU_BFLOAT16 = frozenset({"jax"})
-
-
-def resolve_precision(requested: str, device: str, flags: set[str], backend: str = "tensorflow") -> str:
-    """"auto" picks bfloat16 convolutions where they run natively (a GPU, or a CPU with
-    AVX512_BF16 or AMX on a backend that uses them), else float32: emulated bfloat16
-    is slower."""
-    if requested != "auto":
-        return requested
-    if device != "cpu":
-        return "bfloat16"
-    if flags & {"avx512_bf16", "amx_bf16"} and backend not in NO_FAST_CPU_BFLOAT16:
-        return "bfloat16"
-    return "float32"
-
-
-def host_cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return cpu_flags(f.read())
-    except OSError:  # not Linux: be conservative
-        return set()
-
-
 def style_size(settings: TransferSettings) -> int:
     return max(16, round(settings.size * settings.style_scale))
 
@@ -228,18 +195,26 @@ class Objective:
 # --- the engine ---------------------------------------------------------------------------
 
 
+WeightsLoader = Callable[[str], VGGWeights]
+
+
 @dataclass
 class Engine:
-    """Weights plus compiled networks, kept warm across jobs."""
+    """Weights plus compiled networks, kept warm across jobs.
+
+    `weights` are those of the network jobs normally ask for (settings.network);
+    `weights_for(network)` loads another network's when a job asks for it (each
+    once per engine). Without it, such a job fails with a WeightsError that says
+    which network this engine holds."""
 
     weights: VGGWeights
+    weights_for: WeightsLoader | None = field(default=None, kw_only=True)
+    _loaded: dict = field(default_factory=dict, repr=False)
     _networks: dict = field(default_factory=dict, repr=False)
     _objectives: dict = field(default_factory=dict, repr=False)
     _auto_precision: str | None = field(default=None, repr=False)
 
     def describe(self) -> dict[str, str]:
-        from engine import device
-
         info = dict(backends.current().describe())
         info["device"] = device.current().label()  # chooses it, if nobody has yet
         info["weights"] = self.weights.source
@@ -248,24 +223,38 @@ class Engine:
     def precision(self, settings: TransferSettings) -> str:
         if settings.precision != "auto":
             return settings.precision
-        if self._auto_precision is None:
-            info = backends.current().describe()
-            self._auto_precision = resolve_precision("auto", info.get("device", "cpu"), host_cpu_flags(),
-                                                     info.get("backend", backends.name()))
+        if self._auto_precision is None:  # the device and the CPU do not change
+            self._auto_precision = device.current().precision("auto")
         return self._auto_precision
 
+    def weights_of(self, network: str) -> VGGWeights:
+        """The weights of `network` ("vgg19" or "vgg16")."""
+        if network == self.weights.network:
+            return self.weights
+        if network not in self._loaded:
+            if self.weights_for is None:
+                raise WeightsError(
+                    f"this engine was started with {NETWORK_LABELS[self.weights.network]} weights "
+                    f"({self.weights.source}) and a job asked for network = {network!r}. To fix: "
+                    f'set [engine] network = "{self.weights.network}", or restart the engine '
+                    f"with {NETWORK_LABELS.get(network, network)} weights")
+            self._loaded[network] = self.weights_for(network)
+        return self._loaded[network]
+
     def network(self, settings: TransferSettings) -> FeatureNetwork:
+        """The compiled feature network of `settings`, one per (network, pooling, precision)."""
         settings = replace(settings, precision=self.precision(settings))
-        key = (settings.pooling, settings.precision)
+        key = (settings.network, settings.pooling, settings.precision)
+        weights = self.weights_of(settings.network)
         if key not in self._networks:
             # Build up to conv5_1 once; each job's model is pruned to its own deepest layer.
             deepest = deepest_layer(["conv5_1", *self._layer_names(settings)])
-            self._networks[key] = FeatureNetwork(self.weights, pooling=settings.pooling,
+            self._networks[key] = FeatureNetwork(weights, pooling=settings.pooling,
                                                  precision=settings.precision, deepest=deepest)
         network = self._networks[key]
         needed = deepest_layer(self._layer_names(settings))
         if needed not in network.layer_names:  # a deeper layer than built (conv5_2+)
-            network = FeatureNetwork(self.weights, pooling=settings.pooling,
+            network = FeatureNetwork(weights, pooling=settings.pooling,
                                      precision=settings.precision, deepest=needed)
             self._networks[key] = network
         return network
@@ -297,43 +286,46 @@ class Engine:
         `on_image(iteration, image)` sees every evaluated image (benchmarks use it to
         measure the full-resolution loss against time).
         """
-        if not styles:
-            raise ValueError("at least one style image is needed")
         started = time.perf_counter()
         seed = resolve_seed(settings.seed)
+        job = self.prepare(content, styles, settings)
+        reporter = _Reporter(settings, on_progress, should_stop, started, plan=job.plan,
+                             on_image=on_image,
+                             finish=(lambda im: color.recombine_luminance(im, images.resize_to(job.content, im.shape[:2])))
+                             if settings.color == "luminance" else None)
+        x = None
+        for level in job.plan:
+            level_content, args = job.level(level.shape)
+            if x is None:
+                x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
+                                  job.objective.mean_bgr[::-1])
+            else:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
+                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+            x = self._optimize(job.objective, args, x, level.iterations, settings, reporter)
+        result = np.clip(x, PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+        if settings.color == "luminance":
+            result = color.recombine_luminance(result, job.content)
+        return StylizeResult(result, seed, reporter.count, reporter.last_losses,
+                             time.perf_counter() - started)
+
+    def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray],
+                settings: TransferSettings = TransferSettings()) -> "PreparedJob":
+        """Everything a job needs before its first step: the photo at `settings.size`
+        and the styles at `style_size`, the colour mode applied, the loss, the blend
+        weights and the pyramid plan. stylize() runs one; benchmarks score their
+        methods on one's finest level, so both set a job up the same way."""
+        if not styles:
+            raise ValueError("at least one style image is needed")
         blend = style_blend_weights(settings, len(styles))
         content = images.resize_longest(np.asarray(content, np.float32), settings.size)
         styles = [images.resize_longest(np.asarray(s, np.float32), style_size(settings)) for s in styles]
-        content_seen, styles_seen = self.network_inputs(content, styles, settings)
-        objective = self.objective(settings)
-        plan = pyramid_plan(content.shape[:2], settings)
-        reporter = _Reporter(settings, on_progress, should_stop, started, plan=plan,
-                             on_image=on_image,
-                             finish=(lambda im: color.recombine_luminance(im, images.resize_to(content, im.shape[:2])))
-                             if settings.color == "luminance" else None)
-        x = None
-        for level in plan:
-            level_content = fit(content_seen, level.shape)
-            level_styles = [fit_longest(s, round(max(s.shape[:2]) * level.longest / settings.size))
-                            for s in styles_seen]
-            args = self.step_args(objective, level_content, level_styles, settings, blend)
-            if x is None:
-                x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
-                                  objective.mean_bgr[::-1])
-            else:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
-                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
-            x = self._optimize(objective, args, x, level.iterations, settings, reporter)
-        result = np.clip(x, PIXEL_MIN, PIXEL_MAX).astype(np.float32)
-        if settings.color == "luminance":
-            result = color.recombine_luminance(result, content)
-        return StylizeResult(result, seed, reporter.count, reporter.last_losses,
-                             time.perf_counter() - started)
+        content_seen, styles_seen = network_inputs(content, styles, settings)
+        return PreparedJob(settings, self.objective(settings), content, content_seen, styles_seen,
+                           blend, pyramid_plan(content.shape[:2], settings))
 
     @staticmethod
     def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
                   settings: TransferSettings, reporter: "_Reporter") -> np.ndarray:
-        from engine import device
-
         shape = x0.shape
         if device.current().device_loop(settings.optimizer):
             # Compiled chunks of iterations on the device (engine/device.py says why
@@ -366,63 +358,6 @@ class Engine:
                               learning_rate=settings.learning_rate)
         return x.reshape(shape).astype(np.float32)
 
-    def network_inputs(self, content, styles, settings):
-        """(content, styles) as the network sees them under `settings.color` (Gatys et
-        al. 2016, "Preserving Color ..."): luminance only, or styles colour-matched."""
-        if settings.color == "luminance":
-            pairs = [color.luminance_inputs(content, s) for s in styles]
-            return pairs[0][0], [style for _, style in pairs]
-        if settings.color == "histogram":
-            return content, [color.match_color_histogram(s, content, method=settings.histogram_method)
-                             for s in styles]
-        return content, styles
-
-    def step_args(self, objective: Objective, content, styles, settings: TransferSettings,
-                  blend=None) -> tuple:
-        """The arguments of `objective.step(image, *args)`: the loss stylize() minimises
-        for this content and these styles (as `network_inputs` returns them) at the
-        content's size. Benchmarks and tests build the same problem through this."""
-        if blend is None:
-            blend = style_blend_weights(settings, len(styles))
-        targets = self._targets(objective, content, styles, blend)
-        return self._weighted(settings, targets)
-
-    @staticmethod
-    def _targets(objective: Objective, content, styles, blend) -> Targets:
-        feats = objective.network.features(content, objective.layers)
-        style_feats = [objective.network.features(style, objective.layers) for style in styles]
-        # The photo counts half and the paintings (by their blend weights) the other
-        # half in the statistics every layer is standardised by (losses.channel_scales).
-        pool_weights = [1.0, *blend]
-        scales = {name: losses.channel_scales(
-            [losses.channel_rms(feats[name])] + [losses.channel_rms(f[name]) for f in style_feats],
-            pool_weights, objective.network.reference_rms(name)) for name in objective.layers}
-        content_targets = [feats[n] * scales[n] for n in objective.content_layers]
-        grams = []
-        for name in objective.style_layers:
-            # Blending Gram targets is equivalent to blending the style losses:
-            # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
-            # (the approach of jcjohnson/neural-style's -style_blend_weights).
-            grams.append(sum(weight * keras.ops.convert_to_numpy(
-                losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats)))
-        return Targets(content_targets, grams, [scales[n] for n in objective.content_layers],
-                       [scales[n] for n in objective.style_layers])
-
-    @staticmethod
-    def _weighted(settings: TransferSettings, targets: Targets) -> tuple:
-        content_part, style_part = losses.strength_split(settings.style_strength)
-        content_weights = losses.term_weights([w for _, w in settings.content_layers]) * content_part
-        style_weights = losses.term_weights([w for _, w in settings.style_layers]) * style_part
-        return (
-            [np.asarray(t, np.float32) for t in targets.content],
-            [np.asarray(g, np.float32) for g in targets.style_grams],
-            [np.asarray(s, np.float32) for s in targets.content_scales],
-            [np.asarray(s, np.float32) for s in targets.style_scales],
-            content_weights.astype(np.float32),
-            style_weights.astype(np.float32),
-            np.float32(settings.tv_weight),
-        )
-
     # -- the job contract ------------------------------------------------------------------
 
     def run_job(self, request: JobRequest, *, on_progress: ProgressCallback | None = None,
@@ -443,13 +378,98 @@ class Engine:
         result = self.stylize(content.rgb, [s.rgb for s in styles], request.settings,
                               on_progress=report, should_stop=should_stop)
         alpha = content.alpha
-        data = images.encode_image(result.image, format=request.output_format, alpha=alpha)
+        data = images.encode_image(result.image, format=request.output_format,
+                                   quality=request.quality, alpha=alpha)
         height, width = result.image.shape[:2]
         return JobResult(
             job_id=request.job_id, image=data, format=request.output_format, width=width,
             height=height, elapsed=time.perf_counter() - started, seed=result.seed,
             iterations=result.iterations, final_loss=float(result.losses.get("total", float("nan"))),
         )
+
+
+# --- one job, set up: inputs, targets and loss weights --------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job set up by Engine.prepare(): plain data and the loss, before any step."""
+
+    settings: TransferSettings
+    objective: Objective
+    content: np.ndarray  # RGB at settings.size: what luminance mode puts the colours back from
+    content_seen: np.ndarray  # the content as the network sees it (colour mode applied)
+    styles_seen: list[np.ndarray]  # the styles likewise, at style_size(settings)
+    blend: tuple[float, ...]  # normalised style weights
+    plan: list[Level]  # the coarse-to-fine schedule, finest (the output size) last
+
+    def level(self, shape: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple]:
+        """The content the network sees at `shape` (default: the output size) and the
+        arguments of `objective.step(image, *args)` there; the styles shrink with the
+        level so their strokes keep their size relative to the image."""
+        shape = tuple(shape or self.content.shape[:2])
+        content = fit(self.content_seen, shape)
+        styles = [fit_longest(s, round(max(s.shape[:2]) * max(shape) / self.settings.size))
+                  for s in self.styles_seen]
+        return content, step_args(self.objective, content, styles, self.settings, self.blend)
+
+
+def network_inputs(content, styles, settings: TransferSettings):
+    """(content, styles) as the network sees them under `settings.color` (Gatys et
+    al. 2016, "Preserving Color ..."): luminance only, or styles colour-matched."""
+    if settings.color == "luminance":
+        pairs = [color.luminance_inputs(content, s) for s in styles]
+        return pairs[0][0], [style for _, style in pairs]
+    if settings.color == "histogram":
+        return content, [color.match_color_histogram(s, content, method=settings.histogram_method)
+                         for s in styles]
+    return content, styles
+
+
+def step_args(objective: Objective, content, styles, settings: TransferSettings, blend=None) -> tuple:
+    """The arguments of `objective.step(image, *args)`: the loss stylize() minimises
+    for this content and these styles (as `network_inputs` returns them) at the
+    content's size."""
+    if blend is None:
+        blend = style_blend_weights(settings, len(styles))
+    return loss_weights(settings, targets(objective, content, styles, blend))
+
+
+def targets(objective: Objective, content, styles, blend) -> Targets:
+    feats = objective.network.features(content, objective.layers)
+    style_feats = [objective.network.features(style, objective.layers) for style in styles]
+    # The photo counts half and the paintings (by their blend weights) the other
+    # half in the statistics every layer is standardised by (losses.channel_scales).
+    pool_weights = [1.0, *blend]
+    scales = {name: losses.channel_scales(
+        [losses.channel_rms(feats[name])] + [losses.channel_rms(f[name]) for f in style_feats],
+        pool_weights, objective.network.reference_rms(name)) for name in objective.layers}
+    content_targets = [feats[n] * scales[n] for n in objective.content_layers]
+    grams = []
+    for name in objective.style_layers:
+        # Blending Gram targets is equivalent to blending the style losses:
+        # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
+        # (the approach of jcjohnson/neural-style's -style_blend_weights).
+        grams.append(sum(weight * keras.ops.convert_to_numpy(
+            losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats)))
+    return Targets(content_targets, grams, [scales[n] for n in objective.content_layers],
+                   [scales[n] for n in objective.style_layers])
+
+
+def loss_weights(settings: TransferSettings, targets: Targets) -> tuple:
+    """The targets and the layers' weights, (1 − λ)·w_l and λ·w_l, as step arguments."""
+    content_part, style_part = losses.strength_split(settings.style_strength)
+    content_weights = losses.term_weights([w for _, w in settings.content_layers]) * content_part
+    style_weights = losses.term_weights([w for _, w in settings.style_layers]) * style_part
+    return (
+        [np.asarray(t, np.float32) for t in targets.content],
+        [np.asarray(g, np.float32) for g in targets.style_grams],
+        [np.asarray(s, np.float32) for s in targets.content_scales],
+        [np.asarray(s, np.float32) for s in targets.style_scales],
+        content_weights.astype(np.float32),
+        style_weights.astype(np.float32),
+        np.float32(settings.tv_weight),
+    )
 
 
 def style_name(index: int, count: int) -> str:

@@ -1,5 +1,5 @@
-"""VGG-19 feature extractor: the Keras architecture, the paper's layer names,
-pre/deprocessing.
+"""VGG-19 / VGG-16 feature extractor: the Keras architecture, the paper's layer
+names, pre/deprocessing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from engine.jobs import VGG19_CONV_LAYERS
+from engine.jobs import NETWORK_LAYERS, VGG19_CONV_LAYERS
 from engine.weights import VGGWeights
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,13 @@ def keras_layer_name(paper_name: str) -> str:
 
 
 def deepest_layer(names: Sequence[str]) -> str:
+    # VGG-16's layers are VGG-19's minus conv3_4, conv4_4 and conv5_4, in the same
+    # order, so VGG-19's order ranks the names of either network.
     return max(names, key=VGG19_CONV_LAYERS.index)
+
+
+# The architecture each network is built after (its layer list and Keras names).
+KERAS_APPLICATIONS = {"vgg19": "VGG19", "vgg16": "VGG16"}
 
 
 def preprocess(rgb: np.ndarray, mean_bgr: np.ndarray) -> np.ndarray:
@@ -91,13 +97,15 @@ class MirrorPad(keras.layers.Layer):
 
 @dataclass(frozen=True)
 class NetworkKey:
+    network: str = "vgg19"
     pooling: str = "avg"
     precision: str = "float32"
 
 
 class FeatureNetwork:
-    """keras.applications.VGG19(include_top=False), rebuilt with the pooling we want
-    and truncated at the deepest layer in use, returning the paper's layers by name.
+    """keras.applications.VGG19 or VGG16 (include_top=False, whichever network the
+    weights are), rebuilt with the pooling we want and truncated at the deepest
+    layer in use, returning the paper's layers by name.
 
     The weights are used as the file has them. Gatys et al. (2016, Sec. 2) rescaled
     their network so that each filter's mean activation over ImageNet is one; here the
@@ -108,8 +116,11 @@ class FeatureNetwork:
     def __init__(self, weights: VGGWeights, *, pooling: str = "avg", precision: str = "float32",
                  deepest: str = "conv5_1") -> None:
         self.weights = weights
-        self.key = NetworkKey(pooling, precision)
-        self.layer_names = VGG19_CONV_LAYERS[: VGG19_CONV_LAYERS.index(deepest) + 1]
+        self.key = NetworkKey(weights.network, pooling, precision)
+        names = NETWORK_LAYERS[weights.network]
+        if deepest not in names:
+            raise ValueError(f"{weights.network} has no layer {deepest}; it has {', '.join(names)}")
+        self.layer_names = names[: names.index(deepest) + 1]
         self.mean_bgr = np.asarray(weights.mean_bgr, dtype=np.float32)
         self._conv_layers: dict[str, keras.layers.Layer] = {}
         self.model = self._build(pooling, precision)
@@ -122,8 +133,9 @@ class FeatureNetwork:
 
     def _build(self, pooling: str, precision: str) -> keras.Model:
         # Follow the application model's own layer list so the architecture (and the
-        # Keras names the weight files use) is exactly keras.applications.VGG19's.
-        reference = keras.applications.VGG19(include_top=False, weights=None)
+        # Keras names the weight files use) is exactly keras.applications.VGG19's or VGG16's.
+        application = getattr(keras.applications, KERAS_APPLICATIONS[self.key.network])
+        reference = application(include_top=False, weights=None)
         dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
         inputs = keras.Input(shape=(None, None, 3), name="bgr_minus_mean")
         x = inputs
@@ -148,7 +160,7 @@ class FeatureNetwork:
                 pool_cls = keras.layers.AveragePooling2D if pooling == "avg" else keras.layers.MaxPooling2D
                 x = pool_cls(pool_size=layer.pool_size, strides=layer.strides,
                              padding=layer.padding, name=layer.name, dtype=dtype)(x)
-        return keras.Model(inputs, outputs, name="vgg19_features")
+        return keras.Model(inputs, outputs, name=f"{self.key.network}_features")
 
     def _load(self, weights: VGGWeights) -> None:
         for name, conv in self._conv_layers.items():

@@ -1,10 +1,11 @@
-"""Find, download, verify and load pretrained VGG-19 weights.
+"""Find, download, verify and load pretrained VGG-19 or VGG-16 weights.
 
 One loader, three sources:
 
-a. the Keras ImageNet "notop" file (downloaded automatically on first run),
+a. the Keras ImageNet "notop" file of the network (downloaded automatically on first run),
 b. matconvnet's ``imagenet-vgg-verydeep-19.mat`` (the file anishathalye/neural-style
-   and the classic TensorFlow notebooks use; fetched by hand, it is ~550 MB),
+   and the classic TensorFlow notebooks use; fetched by hand, it is ~550 MB) or
+   ``imagenet-vgg-verydeep-16.mat``,
 c. any path the host names in the config or on the command line (the format is
    read from the file's first bytes, not its extension).
 
@@ -14,10 +15,12 @@ convention (BGR input, 0..255, mean subtracted). engine/vgg.py builds the Keras
 network from it, so this module stays free of TensorFlow and Keras: the bot and
 the tests can use it without loading either.
 
-Weights are checked before anything expensive runs (DESIGN.md rule 10): every
-one of the 16 conv layers must be present with its exact VGG-19 shape, so a
-VGG-16 file, a truncated download or an HTML error page saved as ``.h5`` fails
-here with a message that says what is wrong and how to fix it.
+Which network a file holds is read from its layer names (`layout_of`: VGG-19
+has conv3_4, conv4_4 and conv5_4, VGG-16 does not). Weights are checked before
+anything expensive runs (DESIGN.md rule 10): every conv layer of the network
+(16 or 13) must be present with its exact shape, so a file of the other
+network, a truncated download or an HTML error page saved as ``.h5`` fails here
+with a message that says what is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import h5py
 import numpy as np
 import scipy.io
 
-from engine.jobs import VGG19_CONV_LAYERS
+from engine.errors import WeightsError
+from engine.jobs import NETWORK_LABELS, NETWORK_LAYERS, VGG16_CONV_LAYERS, VGG19_CONV_LAYERS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,23 @@ Shapes = Mapping[str, tuple[int, int, int, int]]
 KERAS_FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg19/{KERAS_FILENAME}"
 KERAS_MD5 = "253f8cb515780f3b799900260a226db6"
+# The same for keras.applications.VGG16 (file_hash in keras/src/applications/vgg16.py).
+VGG16_KERAS_FILENAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG16_KERAS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg16/{VGG16_KERAS_FILENAME}"
+VGG16_KERAS_MD5 = "6d6bbae143d832006294945121d1f1fc"
+
+
+@dataclass(frozen=True)
+class KerasFile:
+    filename: str
+    url: str
+    md5: str
+
+
+KERAS_FILES: Mapping[str, KerasFile] = {
+    "vgg19": KerasFile(KERAS_FILENAME, KERAS_URL, KERAS_MD5),
+    "vgg16": KerasFile(VGG16_KERAS_FILENAME, VGG16_KERAS_URL, VGG16_KERAS_MD5),
+}
 
 # Never downloaded automatically (550 MB, most of it the fully connected layers
 # we do not use); only found in models_dir or named as a path. The md5 is the one
@@ -63,6 +84,8 @@ KERAS_MD5 = "253f8cb515780f3b799900260a226db6"
 MATCONVNET_FILENAME = "imagenet-vgg-verydeep-19.mat"
 MATCONVNET_URL = f"https://www.vlfeat.org/matconvnet/models/{MATCONVNET_FILENAME}"
 MATCONVNET_MD5 = "106118b7cf60435e6d8e04f6a6dc3657"
+MATCONVNET_FILENAMES: Mapping[str, str] = {"vgg19": MATCONVNET_FILENAME,
+                                           "vgg16": "imagenet-vgg-verydeep-16.mat"}
 
 # Caffe/Keras mean pixel in BGR order (Simonyan & Zisserman's ImageNet mean).
 KERAS_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -74,27 +97,31 @@ MATLAB5_HEADER = b"MATLAB 5.0 MAT-file"
 MATLAB73_HEADER = b"MATLAB 7.3 MAT-file"
 
 
-def _vgg19_shapes() -> dict[str, tuple[int, int, int, int]]:
-    # (blocks, convs per block, output channels), Simonyan & Zisserman Table 1, column E.
+def _vgg_shapes(deep_convs: int) -> Shapes:
+    # (convs per block, output channels), Simonyan & Zisserman Table 1: column E
+    # (VGG-19) has 4 convolutions in blocks 3-5, column D (VGG-16) 3.
     shapes: dict[str, tuple[int, int, int, int]] = {}
     channels_in = 3
-    for block, (convs, channels_out) in enumerate(
-        ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512)), 1
-    ):
+    blocks = ((2, 64), (2, 128), (deep_convs, 256), (deep_convs, 512), (deep_convs, 512))
+    for block, (convs, channels_out) in enumerate(blocks, 1):
         for i in range(1, convs + 1):
             shapes[f"conv{block}_{i}"] = (3, 3, channels_in, channels_out)
             channels_in = channels_out
-    return shapes
+    return types.MappingProxyType(shapes)
 
 
 # Kernel shape per paper layer name, Keras HWIO; the bias shape is (out,).
-VGG19_SHAPES: Mapping[str, tuple[int, int, int, int]] = types.MappingProxyType(_vgg19_shapes())
-assert tuple(VGG19_SHAPES) == VGG19_CONV_LAYERS
+VGG19_SHAPES = _vgg_shapes(4)
+VGG16_SHAPES = _vgg_shapes(3)
+NETWORK_SHAPES: Mapping[str, Shapes] = {"vgg19": VGG19_SHAPES, "vgg16": VGG16_SHAPES}
+assert tuple(VGG19_SHAPES) == VGG19_CONV_LAYERS and tuple(VGG16_SHAPES) == VGG16_CONV_LAYERS
+# The layers only VGG-19 has: a file with any of them is a VGG-19 file.
+VGG19_ONLY = tuple(n for n in VGG19_CONV_LAYERS if n not in VGG16_CONV_LAYERS)
 
 
-class WeightsError(RuntimeError):
-    """The weights cannot be found, fetched or read. A host problem, not the user's:
-    the message names the file or URL, what went wrong, and the fix."""
+def layout_of(names: Any) -> str:
+    """"vgg19" or "vgg16": which network a set of paper layer names belongs to."""
+    return "vgg19" if any(n in names for n in VGG19_ONLY) else "vgg16"
 
 
 # eq=False: the fields hold arrays, and comparing two loaded networks element by
@@ -108,6 +135,11 @@ class VGGWeights:
     mean_bgr: np.ndarray
     source: str  # the file path, or "random (seed N)"
     is_random: bool
+
+    @property
+    def network(self) -> str:
+        """"vgg19" or "vgg16", from the layers present (validated to be all of one)."""
+        return layout_of(self.layers)
 
 
 def manual_fix(dest: Path | str | None = None, url: str = KERAS_URL) -> str:
@@ -168,68 +200,91 @@ def download(
 
     def fail(what: str) -> WeightsError:
         return WeightsError(
-            f"could not download VGG-19 weights from {url} (expected md5 {md5}): {what}. "
+            f"could not download VGG weights from {url} (expected md5 {md5}): {what}. "
             + manual_fix(dest, url)
         )
 
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # Closed by `with tmp:` below; opened here so failing to create it reads as a write error.
-        tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
-        )
-    except OSError as e:
-        raise fail(f"cannot write to {dest.parent} ({e})") from e
-
+    tmp = _temp_beside(dest, fail)
     log.info("downloading %s to %s", url, dest)
     tmp_path = Path(tmp.name)
-    done = 0
     try:
         with tmp:
-            request = urllib.request.Request(url, headers={"User-Agent": "stylebot"})
-            try:
-                response = urllib.request.urlopen(request, timeout=timeout)
-            except (OSError, http.client.HTTPException) as e:  # URLError/HTTPError are OSErrors
-                raise fail(_describe_url_error(e, timeout)) from e
-            with response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                digest = hashlib.md5()
-                if on_progress:
-                    on_progress(0, total)
-                while True:
-                    try:
-                        chunk = response.read(CHUNK_BYTES)
-                    except (OSError, http.client.HTTPException) as e:
-                        # A timeout, a reset, or http.client.IncompleteRead.
-                        what = _describe_url_error(e, timeout)
-                        raise fail(f"interrupted after {done} bytes: {what}") from e
-                    if not chunk:
-                        break
-                    try:
-                        tmp.write(chunk)
-                    except OSError as e:  # disk full, most likely
-                        raise fail(f"cannot write to {dest.parent} ({e})") from e
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if on_progress:
-                        on_progress(done, total)
-            if total is not None and done != total:
-                raise fail(f"connection closed after {done} of {total} bytes")
-            got = digest.hexdigest()
-            if got != md5.lower():
-                raise fail(f"hash mismatch: got {got} ({done} bytes)")
-            try:  # on disk before the rename, so a power cut cannot leave a renamed empty file
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            except OSError as e:
-                raise fail(f"cannot write to {dest.parent} ({e})") from e
+            with _open_url(url, timeout, fail) as response:
+                done, total, got = _stream(response, tmp, on_progress, timeout, fail)
+            _check_download(done, total, got, md5, fail)
+            _sync(tmp, fail)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     log.info("downloaded %s (%d bytes, md5 ok)", dest, done)
     return dest
+
+
+Fail = Callable[[str], WeightsError]
+
+
+def _temp_beside(dest: Path, fail: Fail) -> Any:
+    """An open temporary file in dest's folder (created if need be), for the atomic rename."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Closed by download's `with tmp:`; opened here so failing to create it reads as a write error.
+        return tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
+        )
+    except OSError as e:
+        raise fail(f"cannot write to {dest.parent} ({e})") from e
+
+
+def _open_url(url: str, timeout: float, fail: Fail) -> Any:
+    request = urllib.request.Request(url, headers={"User-Agent": "stylebot"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except (OSError, http.client.HTTPException) as e:  # URLError/HTTPError are OSErrors
+        raise fail(_describe_url_error(e, timeout)) from e
+
+
+def _stream(response: Any, out: Any, on_progress: ProgressFn | None, timeout: float,
+            fail: Fail) -> tuple[int, int | None, str]:
+    """Copy the body to `out` in CHUNK_BYTES pieces, reporting progress: (bytes, total, md5)."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    digest = hashlib.md5()
+    done = 0
+    if on_progress:
+        on_progress(0, total)
+    while True:
+        try:
+            chunk = response.read(CHUNK_BYTES)
+        except (OSError, http.client.HTTPException) as e:
+            # A timeout, a reset, or http.client.IncompleteRead.
+            raise fail(f"interrupted after {done} bytes: {_describe_url_error(e, timeout)}") from e
+        if not chunk:
+            return done, total, digest.hexdigest()
+        try:
+            out.write(chunk)
+        except OSError as e:  # disk full, most likely
+            raise fail(f"cannot write to {Path(out.name).parent} ({e})") from e
+        digest.update(chunk)
+        done += len(chunk)
+        if on_progress:
+            on_progress(done, total)
+
+
+def _check_download(done: int, total: int | None, got: str, md5: str, fail: Fail) -> None:
+    if total is not None and done != total:
+        raise fail(f"connection closed after {done} of {total} bytes")
+    if got != md5.lower():
+        raise fail(f"hash mismatch: got {got} ({done} bytes)")
+
+
+def _sync(out: Any, fail: Fail) -> None:
+    """On disk before the rename, so a power cut cannot leave a renamed empty file."""
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as e:
+        raise fail(f"cannot write to {Path(out.name).parent} ({e})") from e
 
 
 # --- reading files ---------------------------------------------------------------------
@@ -265,12 +320,16 @@ def sniff_format(path: Path) -> str:
     )
 
 
-def read_weights_file(path: Path | str, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
-    """Read a Keras .h5 or matconvnet .mat file, whatever its name says."""
+def read_weights_file(path: Path | str, *, network: str | None = None,
+                      shapes: Shapes | None = None) -> VGGWeights:
+    """Read a Keras .h5 or matconvnet .mat file, whatever its name says.
+
+    `network` ("vgg19" or "vgg16") is the network the caller will run; None takes
+    whichever the file holds. `shapes` overrides the network's shape table (tests)."""
     path = Path(path)
     if sniff_format(path) == "hdf5":
-        return read_keras_h5(path, shapes=shapes)
-    return read_matconvnet(path, shapes=shapes)
+        return read_keras_h5(path, network=network, shapes=shapes)
+    return read_matconvnet(path, network=network, shapes=shapes)
 
 
 def _paper_name(name: str) -> str | None:
@@ -333,8 +392,9 @@ def _keras_layers(f: h5py.File) -> dict[str, list[np.ndarray]]:
     )
 
 
-def read_keras_h5(path: Path | str, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
-    """Read Keras VGG-19 weights (legacy h5 as published, or Keras 3 .weights.h5).
+def read_keras_h5(path: Path | str, *, network: str | None = None,
+                  shapes: Shapes | None = None) -> VGGWeights:
+    """Read Keras VGG weights (legacy h5 as published, or Keras 3 .weights.h5).
 
     Keras kernels are already HWIO and the network already expects Caffe's BGR
     input with the mean pixel subtracted, so nothing is converted; the file does
@@ -354,7 +414,7 @@ def read_keras_h5(path: Path | str, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeig
         name: _kernel_and_bias(arrays) for name, arrays in raw.items()
     }
     return VGGWeights(
-        layers=validate_layers(layers, shapes=shapes, source=str(path)),
+        layers=checked_layers(layers, network=network, shapes=shapes, source=str(path)),
         mean_bgr=_frozen(KERAS_MEAN_BGR.copy()),
         source=str(path),
         is_random=False,
@@ -418,11 +478,12 @@ def _matconvnet_kernel_to_hwio(kernel: np.ndarray) -> np.ndarray:
     return kernel
 
 
-def read_matconvnet(path: Path | str, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
-    """Read matconvnet's SimpleNN imagenet-vgg-verydeep-19.mat (old or current layout).
+def read_matconvnet(path: Path | str, *, network: str | None = None,
+                    shapes: Shapes | None = None) -> VGGWeights:
+    """Read matconvnet's SimpleNN imagenet-vgg-verydeep-19.mat or -16.mat (old or current layout).
 
     `layers` is a 1xN cell of 1x1 structs with `name`, `type` and `weights` (a
-    1x2 cell: kernel, bias). Only conv layers with VGG-19 conv names are used;
+    1x2 cell: kernel, bias). Only conv layers with VGG conv names are used;
     relu/pool/fc6..fc8/prob are ignored. Two conventions differ from ours:
     matconvnet's network takes RGB input with an RGB mean pixel, so conv1_1's
     input-channel axis and the mean are both reversed to BGR; reversing the
@@ -446,27 +507,8 @@ def read_matconvnet(path: Path | str, *, shapes: Shapes = VGG19_SHAPES) -> VGGWe
             f"found {', '.join(k for k in data if not k.startswith('__')) or 'nothing'}). "
             + manual_fix()
         )
-    layers: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
     try:
-        for entry in np.ravel(data["layers"]):
-            record = _mat_record(entry)
-            name = _mat_str(_mat_field(record, "name"))
-            if name not in shapes or _mat_str(_mat_field(record, "type")) != "conv":
-                continue
-            weights = _mat_field(record, "weights")
-            if weights is not None:
-                cells = [np.asarray(c) for c in np.ravel(weights)]
-            else:  # matconvnet before beta13 kept them as separate fields
-                cells = [
-                    np.asarray(_mat_field(record, "filters")),
-                    np.asarray(_mat_field(record, "biases")),
-                ]
-            kernel = _matconvnet_kernel_to_hwio(cells[0]) if cells and cells[0].ndim == 4 else None
-            # The bias is stored (1, out) or (out, 1) depending on the matconvnet version.
-            bias = cells[1].reshape(-1) if len(cells) > 1 and cells[1].size else None
-            if kernel is not None and name == "conv1_1":
-                kernel = kernel[:, :, ::-1, :]  # RGB -> BGR input channels, see docstring
-            layers[name] = (kernel, bias)
+        layers = _matconvnet_convs(data["layers"], shapes or VGG19_SHAPES)
         mean_rgb = _matconvnet_mean_rgb(data)
     except (ValueError, TypeError, IndexError, KeyError) as e:
         raise WeightsError(
@@ -478,11 +520,36 @@ def read_matconvnet(path: Path | str, *, shapes: Shapes = VGG19_SHAPES) -> VGGWe
     else:
         mean_bgr = mean_rgb[::-1].astype(np.float32)
     return VGGWeights(
-        layers=validate_layers(layers, shapes=shapes, source=str(path)),
+        layers=checked_layers(layers, network=network, shapes=shapes, source=str(path)),
         mean_bgr=_frozen(mean_bgr),
         source=str(path),
         is_random=False,
     )
+
+
+def _matconvnet_convs(entries: Any, names: Any) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
+    """(kernel, bias) of each conv layer in `names`, in our layout (read_matconvnet says why)."""
+    layers: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
+    for entry in np.ravel(entries):
+        record = _mat_record(entry)
+        name = _mat_str(_mat_field(record, "name"))
+        if name not in names or _mat_str(_mat_field(record, "type")) != "conv":
+            continue
+        weights = _mat_field(record, "weights")
+        if weights is not None:
+            cells = [np.asarray(c) for c in np.ravel(weights)]
+        else:  # matconvnet before beta13 kept them as separate fields
+            cells = [
+                np.asarray(_mat_field(record, "filters")),
+                np.asarray(_mat_field(record, "biases")),
+            ]
+        kernel = _matconvnet_kernel_to_hwio(cells[0]) if cells and cells[0].ndim == 4 else None
+        # The bias is stored (1, out) or (out, 1) depending on the matconvnet version.
+        bias = cells[1].reshape(-1) if len(cells) > 1 and cells[1].size else None
+        if kernel is not None and name == "conv1_1":
+            kernel = kernel[:, :, ::-1, :]  # RGB -> BGR input channels, see read_matconvnet
+        layers[name] = (kernel, bias)
+    return layers
 
 
 # --- checking ----------------------------------------------------------------------------
@@ -516,6 +583,36 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def checked_layers(
+    layers: Mapping[str, tuple[np.ndarray | None, np.ndarray | None]],
+    *,
+    network: str | None,
+    shapes: Shapes | None,
+    source: str,
+) -> Mapping[str, tuple[np.ndarray, np.ndarray]]:
+    """The layers of the network the file holds, validated; a clear error when that
+    is not `network`.
+
+    A VGG-19 file is not run as VGG-16 by dropping conv3_4, conv4_4 and conv5_4:
+    the next layer of each block was trained on their output, not on conv3_3's,
+    so the network would compute features no one trained (the same the other way
+    round, where three layers would be missing)."""
+    found = layout_of(layers)
+    if network is not None and found != network:
+        raise WeightsError(network_mismatch(source, found, network))
+    return validate_layers(layers, shapes=shapes or NETWORK_SHAPES[found], source=source)
+
+
+def network_mismatch(source: str, found: str, wanted: str) -> str:
+    has = "has" if found == "vgg19" else "lacks"
+    return (
+        f"{source} holds {NETWORK_LABELS[found]} weights (it {has} {', '.join(VGG19_ONLY)}), "
+        f"but the engine is set to run {NETWORK_LABELS[wanted]}. To fix: set [engine] network = "
+        f'"{found}" (--network {found}) to use this file, or point [weights] source at '
+        f"{NETWORK_LABELS[wanted]} weights"
+    )
+
+
 def validate_layers(
     layers: Mapping[str, tuple[np.ndarray | None, np.ndarray | None]],
     *,
@@ -525,6 +622,7 @@ def validate_layers(
     """Check every layer of `shapes` is present with its exact shape; return them
     as read-only contiguous float32 arrays in network order. All problems are
     reported together so one error message is enough to diagnose a bad file."""
+    label = NETWORK_LABELS[layout_of(shapes)]
     problems: list[str] = []
     missing = [name for name in shapes if name not in layers]
     if missing:
@@ -535,44 +633,45 @@ def validate_layers(
         if name not in layers:
             continue
         kernel, bias = layers[name]
-        if kernel is None or bias is None:
-            problems.append(f"layer {name} has no {'kernel' if kernel is None else 'bias'}")
-            continue
-        if tuple(kernel.shape) != tuple(expected):
-            hint = ""
-            if sorted(kernel.shape) == sorted(expected) and kernel.shape[-1] != expected[-1]:
-                hint = " (channels-first Theano/PyTorch layout? use the tf_kernels file)"
-            else:
-                wrong_network = True
-            problems.append(
-                f"layer {name} has kernel shape {_fmt_shape(kernel.shape)}; "
-                f"VGG-19 needs {_fmt_shape(expected)}{hint}"
-            )
-            continue
-        if tuple(bias.shape) != (expected[-1],):
-            problems.append(
-                f"layer {name} has bias shape {_fmt_shape(bias.shape)}; "
-                f"VGG-19 needs ({expected[-1]},)"
-            )
-            continue
-        kernel, bias = _frozen(kernel), _frozen(bias)
-        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
-            problems.append(f"layer {name} contains NaN or infinite values (corrupt file?)")
-            continue
-        result[name] = (kernel, bias)
+        problem, other_network = _layer_problem(name, kernel, bias, expected, label)
+        wrong_network = wrong_network or other_network
+        if problem:
+            problems.append(problem)
+        else:
+            result[name] = (_frozen(kernel), _frozen(bias))
     if problems:
-        question = " Is this a VGG-16 or another network?" if wrong_network else ""
+        other = NETWORK_LABELS["vgg16" if label == "VGG-19" else "vgg19"]
+        question = f" Is this a {other} or another network?" if wrong_network else ""
         raise WeightsError(
-            f"{source} does not hold usable VGG-19 weights: {'; '.join(problems)}.{question} "
+            f"{source} does not hold usable {label} weights: {'; '.join(problems)}.{question} "
             + manual_fix()
         )
     return types.MappingProxyType(result)
 
 
+def _layer_problem(name: str, kernel: np.ndarray | None, bias: np.ndarray | None,
+                   expected: tuple[int, ...], label: str) -> tuple[str, bool]:
+    """What is wrong with one layer ("" if nothing), and whether the wrong shape
+    suggests another network (rather than a channels-first layout)."""
+    if kernel is None or bias is None:
+        return f"layer {name} has no {'kernel' if kernel is None else 'bias'}", False
+    if tuple(kernel.shape) != tuple(expected):
+        transposed = sorted(kernel.shape) == sorted(expected) and kernel.shape[-1] != expected[-1]
+        hint = " (channels-first Theano/PyTorch layout? use the tf_kernels file)" if transposed else ""
+        return (f"layer {name} has kernel shape {_fmt_shape(kernel.shape)}; "
+                f"{label} needs {_fmt_shape(expected)}{hint}"), not transposed
+    if tuple(bias.shape) != (expected[-1],):
+        return (f"layer {name} has bias shape {_fmt_shape(bias.shape)}; "
+                f"{label} needs ({expected[-1]},)"), False
+    if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+        return f"layer {name} contains NaN or infinite values (corrupt file?)", False
+    return "", False
+
+
 # --- random weights ------------------------------------------------------------------
 
 
-def random_weights(seed: int, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
+def random_weights(seed: int, *, network: str = "vgg19", shapes: Shapes | None = None) -> VGGWeights:
     """He-normal kernels (std sqrt(2 / fan_in), fan_in = 3*3*in) and zero biases.
 
     For tests, benchmarks and trying the bot without the download: the pictures
@@ -581,7 +680,7 @@ def random_weights(seed: int, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
     """
     rng = np.random.default_rng(seed)
     layers = {}
-    for name, shape in shapes.items():
+    for name, shape in (shapes or NETWORK_SHAPES[network]).items():
         std = np.float32(np.sqrt(2.0 / (shape[0] * shape[1] * shape[2])))
         kernel = rng.standard_normal(shape, dtype=np.float32) * std
         layers[name] = (_frozen(kernel), _frozen(np.zeros(shape[-1], np.float32)))
@@ -599,39 +698,45 @@ def random_weights(seed: int, *, shapes: Shapes = VGG19_SHAPES) -> VGGWeights:
 def find_auto(
     models_dir: Path,
     *,
+    network: str = "vgg19",
     allow_download: bool = True,
     on_progress: ProgressFn | None = None,
-    keras_url: str = KERAS_URL,
-    keras_md5: str = KERAS_MD5,
+    keras_url: str | None = None,
+    keras_md5: str | None = None,
 ) -> Path:
-    """The Keras file in models_dir, else the matconvnet file, else download the Keras one."""
+    """The network's Keras file in models_dir, else its matconvnet file, else download
+    the Keras one (from `keras_url` with `keras_md5`: the real file's by default)."""
     models_dir = Path(models_dir)
-    keras_path = models_dir / KERAS_FILENAME
-    mat_path = models_dir / MATCONVNET_FILENAME
+    keras = KERAS_FILES[network]
+    keras_path = models_dir / keras.filename
+    mat_path = models_dir / MATCONVNET_FILENAMES[network]
     if keras_path.is_file():
         return keras_path
     if mat_path.is_file():
         return mat_path
+    url = keras_url or keras.url
     if not allow_download:
         raise WeightsError(
-            f"no VGG-19 weights in {models_dir} (looked for {KERAS_FILENAME} and "
-            f"{MATCONVNET_FILENAME}) and downloading is turned off. " + manual_fix(keras_path)
+            f"no {NETWORK_LABELS[network]} weights in {models_dir} (looked for {keras.filename} "
+            f"and {mat_path.name}) and downloading is turned off. " + manual_fix(keras_path, url)
         )
-    return download(keras_url, keras_path, md5=keras_md5, on_progress=on_progress)
+    return download(url, keras_path, md5=keras_md5 or keras.md5, on_progress=on_progress)
 
 
 def load_weights(
     source: str,
     *,
     models_dir: Path,
+    network: str = "vgg19",
     random_seed: int = 0,
     allow_download: bool = True,
     on_progress: ProgressFn | None = None,
-    shapes: Shapes = VGG19_SHAPES,
-    keras_url: str = KERAS_URL,
-    keras_md5: str = KERAS_MD5,
+    shapes: Shapes | None = None,
+    keras_url: str | None = None,
+    keras_md5: str | None = None,
 ) -> VGGWeights:
-    """Weights for `source`: "random", "auto" (models_dir, downloading if allowed) or a path.
+    """Weights of `network` for `source`: "random", "auto" (models_dir, downloading
+    if allowed) or a path, which must hold that network's weights.
 
     A relative path is taken relative to the current directory. `shapes`,
     `keras_url` and `keras_md5` exist so tests can use small files and a local
@@ -639,19 +744,14 @@ def load_weights(
     """
     source = source.strip()
     if source == "random":
-        return random_weights(random_seed, shapes=shapes)
+        return random_weights(random_seed, network=network, shapes=shapes)
     if source == "auto":
-        path = find_auto(
-            Path(models_dir),
-            allow_download=allow_download,
-            on_progress=on_progress,
-            keras_url=keras_url,
-            keras_md5=keras_md5,
-        )
+        path = find_auto(Path(models_dir), network=network, allow_download=allow_download,
+                         on_progress=on_progress, keras_url=keras_url, keras_md5=keras_md5)
     else:
         path = Path(source).expanduser()
-    weights = read_weights_file(path, shapes=shapes)
-    log.info("loaded VGG-19 weights from %s", weights.source)
+    weights = read_weights_file(path, network=network, shapes=shapes)
+    log.info("loaded %s weights from %s", NETWORK_LABELS[network], weights.source)
     return weights
 
 
@@ -662,40 +762,45 @@ class WeightsCache:
     global or functools.lru_cache: the cache's lifetime is then the worker's,
     tests get a fresh one each, and on_progress (a per-call callback, not part
     of the identity of the weights) stays out of the key. The key is the
-    resolved source: ("random", seed), ("auto", models_dir) or the file path.
+    network and the resolved source: ("random", seed), ("auto", models_dir) or
+    the file path.
     """
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[str, str, int | None], VGGWeights] = {}
+        self._loaded: dict[tuple[str, str, str, int | None], VGGWeights] = {}
         self._lock = threading.Lock()  # two jobs asking at once load the file once
 
     @staticmethod
-    def key(source: str, *, models_dir: Path, random_seed: int = 0) -> tuple[str, str, int | None]:
+    def key(source: str, *, models_dir: Path, random_seed: int = 0,
+            network: str = "vgg19") -> tuple[str, str, str, int | None]:
         source = source.strip()
         if source == "random":
-            return ("random", "", random_seed)
+            return (network, "random", "", random_seed)
         if source == "auto":
-            return ("auto", str(Path(models_dir).resolve()), None)
-        return ("path", str(Path(source).expanduser().resolve()), None)
+            return (network, "auto", str(Path(models_dir).resolve()), None)
+        return (network, "path", str(Path(source).expanduser().resolve()), None)
 
     def get(
-        self, source: str, *, models_dir: Path, random_seed: int = 0, **kwargs: Any
+        self, source: str, *, models_dir: Path, random_seed: int = 0, network: str = "vgg19",
+        **kwargs: Any
     ) -> VGGWeights:
         """Like load_weights (same keyword arguments), cached."""
-        key = self.key(source, models_dir=models_dir, random_seed=random_seed)
+        key = self.key(source, models_dir=models_dir, random_seed=random_seed, network=network)
         with self._lock:
             if key not in self._loaded:
                 self._loaded[key] = load_weights(
-                    source, models_dir=models_dir, random_seed=random_seed, **kwargs
+                    source, models_dir=models_dir, random_seed=random_seed, network=network,
+                    **kwargs
                 )
             return self._loaded[key]
 
 
 __all__ = [
-    "KERAS_FILENAME", "KERAS_MD5", "KERAS_MEAN_BGR", "KERAS_URL",
-    "MATCONVNET_FILENAME", "MATCONVNET_MD5", "MATCONVNET_URL",
-    "VGG19_SHAPES", "VGGWeights", "WeightsCache", "WeightsError",
-    "download", "file_md5", "find_auto", "load_weights", "manual_fix",
+    "KERAS_FILENAME", "KERAS_FILES", "KERAS_MD5", "KERAS_MEAN_BGR", "KERAS_URL",
+    "MATCONVNET_FILENAME", "MATCONVNET_FILENAMES", "MATCONVNET_MD5", "MATCONVNET_URL",
+    "NETWORK_SHAPES", "VGG16_KERAS_FILENAME", "VGG16_KERAS_MD5", "VGG16_KERAS_URL",
+    "VGG16_SHAPES", "VGG19_SHAPES", "VGGWeights", "WeightsCache", "WeightsError",
+    "checked_layers", "download", "file_md5", "find_auto", "layout_of", "load_weights", "manual_fix",
     "random_weights", "read_keras_h5", "read_matconvnet", "read_weights_file",
     "sniff_format", "validate_layers",
 ]  # fmt: skip

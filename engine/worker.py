@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import WeightsSettings
-from engine.errors import Cancelled, InputError
+from engine.errors import Cancelled, InputError, WeightsError
 from engine.jobs import CancelJob, EngineReady, ErrorKind, JobFailed, JobRequest, JobResult
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class WorkerOptions:
     allow_download: bool = True
     log_level: str = "INFO"
     device: str = "auto"  # [engine] device: auto, cpu or gpu, chosen once per process
+    network: str = "vgg19"  # [engine] network: whose weights are loaded at start
     # "module:callable" building the engine from these options. Empty = the real
     # TensorFlow engine; unit tests of the bot's queue name a fake one here.
     engine_factory: str = ""
@@ -65,6 +66,7 @@ def real_engine(options: WorkerOptions) -> Any:
     weights = load_weights(
         options.weights.source,
         models_dir=options.weights.models_path(),
+        network=options.network,
         random_seed=options.weights.random_seed,
         allow_download=options.allow_download,
         on_progress=None,
@@ -83,19 +85,13 @@ def resolve_factory(spec: str) -> Callable[[WorkerOptions], Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def is_weights_error(error: BaseException) -> bool:
-    # engine.weights imports heavy modules; compare by name so a failure to import
-    # it is not mistaken for a weights problem.
-    return any(cls.__name__ == "WeightsError" for cls in type(error).__mro__)
-
-
 def failure_for(job_id: str, error: BaseException) -> JobFailed:
     """The one place where engine exceptions become error kinds."""
     if isinstance(error, Cancelled):
         return JobFailed(job_id, ErrorKind.CANCELLED, "The job was cancelled.")
     if isinstance(error, InputError):
         return JobFailed(job_id, ErrorKind.BAD_INPUT, str(error))
-    if is_weights_error(error):
+    if isinstance(error, WeightsError):
         return JobFailed(job_id, ErrorKind.WEIGHTS, str(error), traceback.format_exc())
     if isinstance(error, ValueError):
         return JobFailed(job_id, ErrorKind.BAD_SETTINGS, str(error))
@@ -179,7 +175,7 @@ def main(conn: Any, options: WorkerOptions = WorkerOptions()) -> None:
         engine = resolve_factory(options.engine_factory)(options)
         info = dict(engine.describe())
     except Exception as error:
-        weights = is_weights_error(error)
+        weights = isinstance(error, WeightsError)
         kind = ErrorKind.WEIGHTS if weights else ErrorKind.INTERNAL
         message = (
             str(error)

@@ -609,6 +609,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
             settings,
             output_format=self.settings.engine.output.format,
             limits=self.settings.engine.limits,
+            quality=self.settings.engine.output.quality,
         )
         job = Job(
             request,

@@ -21,7 +21,10 @@ torch_backend) exposes the same small interface:
     gpu_names()             the GPUs this backend can use (may initialise the runtime)
     no_gpu_reason()         why gpu_names() is empty, in a few words
     use(kind)               make "cpu" or "gpu" the device for everything created next
-    describe()              {"backend": ..., "version": ..., "device": "cpu" | "gpu"}
+    describe()              {"backend": ..., "version": ...}
+
+engine.device chooses the device through `gpu_names` and `use`; these modules
+never import engine.device (imports go one way).
 
 The Keras backend is fixed when `keras` is first imported (KERAS_BACKEND), so a
 process runs one backend; tests compare backends in subprocesses.

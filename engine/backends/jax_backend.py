@@ -162,6 +162,5 @@ def use(kind: str) -> None:
 
 
 def describe() -> dict[str, str]:
-    from engine import device  # chosen there ("cpu" or "gpu"); Engine.describe() names it
-
-    return {"backend": NAME, "version": jax.__version__, "device": device.current().kind}
+    # The device is engine.device's to name (Engine.describe() adds it).
+    return {"backend": NAME, "version": jax.__version__}

@@ -13,12 +13,8 @@ import json
 import os
 import time
 
-from engine.errors import Cancelled, InputError
+from engine.errors import Cancelled, InputError, WeightsError
 from engine.jobs import JobRequest, JobResult, Progress
-
-
-class WeightsError(RuntimeError):
-    """Same name as engine.weights.WeightsError: the worker matches by name."""
 
 
 class FakeEngine:

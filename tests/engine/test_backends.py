@@ -86,8 +86,8 @@ def probe(out: str) -> None:
     result: dict[str, np.ndarray] = {}
     for precision in ("float32", "bfloat16"):
         settings = TransferSettings(size=SIZE, tv_weight=1e-3, precision=precision)
-        objective = engine.objective(settings)
-        args = engine.step_args(objective, content, [style], settings)
+        job = engine.prepare(content, [style], settings)
+        objective, (_, args) = job.objective, job.level()
         loss, grad, terms = objective.step(x, *args)
         result[f"{precision}_loss"] = np.float64(loss)
         result[f"{precision}_grad"] = grad
@@ -323,6 +323,24 @@ def test_pyramid_on_the_device_counts_every_iteration(engine, device_loop):
                             on_progress=seen.append)
     assert result.image.shape == (96, 128, 3)
     assert [p.iteration for p in seen] == list(range(1, 10))
+
+
+def test_backends_never_import_the_device_module():
+    # One direction only: engine.device uses engine.backends to find and pick devices.
+    import ast
+    from pathlib import Path
+
+    import engine.backends
+
+    for path in Path(engine.backends.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert "engine.device" not in names, path.name
 
 
 def test_engine_reports_backend_and_device(engine):

@@ -105,3 +105,14 @@ def test_weights_problem_exits_with_the_fix(inputs, tmp_path, capsys):
 def test_parse_layers():
     assert parse_layers("conv1_1:1,conv2_1:0.5") == (("conv1_1", 1.0), ("conv2_1", 0.5))
     assert parse_layers("conv4_2") == (("conv4_2", 1.0),)
+
+
+def test_network_option_runs_vgg16(inputs, tmp_path, capsys):
+    photo, style = inputs
+    out = tmp_path / "o16.png"
+    assert main([str(photo), str(style), "-o", str(out), *FAST, "--network", "vgg16",
+                 "--style-layers", "conv5_3,conv3_3"]) == 0
+    assert "RANDOM VGG-16" in capsys.readouterr().err and out.exists()
+    assert main([str(photo), str(style), "-o", str(out), *FAST, "--network", "vgg16",
+                 "--style-layers", "conv3_4"]) == EXIT_BAD_INPUT
+    assert "unknown layer 'conv3_4' for VGG-16" in capsys.readouterr().err

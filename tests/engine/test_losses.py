@@ -106,10 +106,9 @@ def test_objective_gradient_matches_finite_differences(engine):
 
     # float32: the check needs the loss's rounding far below its change over ±eps.
     settings = TransferSettings(size=24, tv_weight=1e-1, style_strength=10.0, precision="float32")
-    objective = engine.objective(settings)
-    content = smooth_photo(18, 24)
-    style = stripes_texture(24, 24)
-    args = engine.step_args(objective, content, [style], settings)
+    job = engine.prepare(smooth_photo(18, 24), [stripes_texture(24, 24)], settings)
+    objective = job.objective
+    content, args = job.level()
     rng = np.random.default_rng(0)
     x = np.clip(content + rng.normal(0, 20, content.shape), 0, 255).astype(np.float32)
     loss, grad, terms = objective.step(x, *args)

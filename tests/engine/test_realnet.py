@@ -159,16 +159,15 @@ def test_the_border_is_not_tinted(outputs, step):
 def test_no_style_layer_dominates_at_the_photo(real_engine):
     """Equal layer weights mean equal say: at the photo, no layer carries half the style loss
     (with paper-form losses on these weights conv5_1 carried 70-85 %)."""
-    from engine import losses
+    from engine import images, transfer
     from engine.transfer import style_size
-    from engine import images
 
     settings = settings_for("normal")
     for photo_name, painting_name in PAIRS:
         photo = images.resize_longest(rgb(photo_name), SIZE)
         painting = images.resize_longest(rgb(painting_name), style_size(settings))
         objective = real_engine.objective(settings)
-        args = real_engine.step_args(objective, photo, [painting], settings)
+        args = transfer.step_args(objective, photo, [painting], settings)
         grams, scales = args[1], args[3]
         feats = objective.network.features(photo, objective.style_layers)
         per_layer = []
@@ -183,7 +182,7 @@ def test_the_same_strength_gives_the_same_loss_on_rescaled_weights(real_engine):
     """Rescale every channel of the network to unit mean activation, as Gatys et al. did
     (Caffe-scale and normalised weights differ exactly so): the network computes the same
     function up to those factors, and the loss and its gradient must not move."""
-    from engine import images
+    from engine import images, transfer
     from engine.transfer import Engine
     from engine.weights import VGGWeights
 
@@ -210,7 +209,7 @@ def test_the_same_strength_gives_the_same_loss_on_rescaled_weights(real_engine):
     results = []
     for eng in (real_engine, rescaled):
         objective = eng.objective(settings)
-        args = eng.step_args(objective, photo, [painting], settings)
+        args = transfer.step_args(objective, photo, [painting], settings)
         results.append(objective.step(x, *args))
     (loss_a, grad_a, _), (loss_b, grad_b, _) = results
     assert loss_b == pytest.approx(loss_a, rel=1e-4)

@@ -158,6 +158,18 @@ def test_run_job_restores_the_photos_alpha(engine):
     assert (result.width, result.height, result.iterations, result.seed) == (48, 36, 3, 1)
 
 
+def test_run_job_encodes_at_the_requested_quality(engine):
+    # [output] quality reaches the engine through the contract, not just the CLI.
+    sizes = {}
+    for quality in (10, 95):
+        request = JobRequest("jobq", png(smooth_photo()), (png(stripes_texture()),),
+                             TINY.with_(iterations=2, size=48), output_format="jpeg", quality=quality)
+        result = engine.run_job(request)
+        assert result.image[:2] == b"\xff\xd8"  # JPEG
+        sizes[quality] = len(result.image)
+    assert sizes[10] < sizes[95] * 0.7
+
+
 def test_run_job_names_the_bad_style_image(engine):
     request = JobRequest("job2", png(smooth_photo()), (png(stripes_texture()), b"hello, not an image"),
                          TINY.with_(iterations=2))
@@ -176,6 +188,37 @@ def test_pyramid_plan_doubles_sizes_and_splits_the_budget():
     assert [lv.shape for lv in small] == [(60, 80)] and small[0].iterations == 30
 
 
+def test_prepare_sets_up_every_level_of_a_job(engine):
+    settings = TINY.with_(size=128, scales=2, color="luminance")
+    job = engine.prepare(smooth_photo(48, 64), [stripes_texture(60, 60)], settings)
+    assert job.content.shape == (96, 128, 3) and job.styles_seen[0].shape == (128, 128, 3)
+    assert [lv.shape for lv in job.plan] == [(48, 64), (96, 128)] and job.blend == (1.0,)
+    assert job.objective is engine.objective(settings)
+    content, args = job.level()  # the output size
+    np.testing.assert_array_equal(content, job.content_seen)
+    coarse, coarse_args = job.level(job.plan[0].shape)
+    assert coarse.shape == (48, 64, 3) and coarse_args[0][0].shape[:2] == (6, 8)  # conv4_2: 1/8
+    loss, grad, _ = job.objective.step(coarse, *coarse_args)
+    assert np.isfinite(loss) and grad.shape == coarse.shape
+    with pytest.raises(ValueError, match="at least one style"):
+        engine.prepare(smooth_photo(), [], settings)
+
+
+def test_bench_builds_its_problem_the_way_stylize_does(engine):
+    from bench import problem
+
+    settings = TINY.with_(size=40, precision="float32")
+    built = problem.build(engine, smooth_photo(), stripes_texture(), settings)
+    content, args = engine.prepare(smooth_photo(), [stripes_texture()], settings).level()
+    np.testing.assert_array_equal(built.content, content)
+    def flat(args):
+        return [a for arg in args for a in (arg if isinstance(arg, list) else [arg])]
+
+    assert len(flat(built.args)) == len(flat(args))
+    for mine, theirs in zip(flat(built.args), flat(args)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+
+
 def test_pyramid_job_reads_as_one_progress_bar(engine):
     seen = []
     settings = TINY.with_(size=128, iterations=9, scales=2, scale_iterations=(2, 1), preview_every=3)
@@ -189,7 +232,7 @@ def test_pyramid_job_reads_as_one_progress_bar(engine):
 
 
 def test_auto_precision_uses_bfloat16_only_where_native():
-    from engine.transfer import cpu_flags, resolve_precision
+    from engine.device import cpu_flags, resolve_precision
 
     flags = cpu_flags("processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
     assert "avx512_bf16" in flags
@@ -201,3 +244,48 @@ def test_auto_precision_uses_bfloat16_only_where_native():
     assert resolve_precision("auto", "cpu", flags, "jax") == "float32"
     assert resolve_precision("auto", "gpu", set(), "jax") == "bfloat16"
     assert resolve_precision("auto", "cpu", flags, "torch") == "bfloat16"
+    # The chosen device answers the same question for its own kind and backend.
+    from engine.device import Device
+
+    assert Device("jax", "cpu", "x", "auto").precision("auto", flags) == "float32"
+    assert Device("tensorflow", "cpu", "x", "auto").precision("auto", flags) == "bfloat16"
+    assert Device("torch", "gpu", "x", "auto").precision("float32", set()) == "float32"
+
+
+def test_settings_name_layers_of_the_chosen_network():
+    assert TransferSettings(network="vgg16").network == "vgg16"  # the paper's layers exist in both
+    with pytest.raises(ValueError, match="unknown layer 'conv5_4' for VGG-16"):
+        TransferSettings(network="vgg16", style_layers=(("conv5_4", 1.0),))
+    assert TransferSettings(style_layers=(("conv5_4", 1.0),)).network == "vgg19"
+    with pytest.raises(ValueError, match="network must be one of vgg19, vgg16"):
+        TransferSettings(network="resnet50")
+
+
+def test_engine_keeps_one_network_per_network_pooling_and_precision(random_vgg_weights):
+    from engine.transfer import Engine
+    from engine.weights import random_weights
+
+    asked = []
+
+    def weights_for(network):
+        asked.append(network)
+        return random_weights(0, network=network)
+
+    engine = Engine(random_vgg_weights, weights_for=weights_for)
+    vgg16 = TINY.with_(iterations=2, network="vgg16", precision="float32")
+    result = engine.stylize(smooth_photo(), [stripes_texture()], vgg16)
+    assert np.isfinite(result.image).all()
+    engine.network(vgg16.with_(pooling="max"))
+    engine.network(vgg16.with_(network="vgg19"))
+    again = engine.network(vgg16)
+    assert asked == ["vgg16"]  # loaded once
+    assert set(engine._networks) == {("vgg16", "avg", "float32"), ("vgg16", "max", "float32"),
+                                     ("vgg19", "avg", "float32")}
+    assert again.key.network == "vgg16" and again is engine._networks[("vgg16", "avg", "float32")]
+
+
+def test_engine_without_a_loader_names_the_network_it_holds(engine):
+    from engine.errors import WeightsError
+
+    with pytest.raises(WeightsError, match=r'started with VGG-19 weights.*network = "vgg19"'):
+        engine.stylize(smooth_photo(), [stripes_texture()], TINY.with_(network="vgg16"))

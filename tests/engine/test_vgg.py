@@ -64,3 +64,53 @@ def test_deep_random_layers_still_respond_to_the_input(random_vgg_weights):
     a = net.features(rng.uniform(0, 255, (64, 64, 3)).astype(np.float32), ["conv5_1"])["conv5_1"]
     b = net.features(rng.uniform(0, 255, (64, 64, 3)).astype(np.float32), ["conv5_1"])["conv5_1"]
     assert a.std() > 0.01 * np.abs(a).mean() and np.abs(a - b).mean() > 0.01 * np.abs(a).mean()
+
+
+# --- VGG-16 -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vgg16_weights():
+    from engine.weights import random_weights
+
+    return random_weights(0, network="vgg16")
+
+
+def test_vgg16_is_keras_vgg16_with_paper_names(vgg16_weights):
+    from engine.jobs import VGG16_CONV_LAYERS
+
+    reference = keras.applications.VGG16(include_top=False, weights=None)
+    keras_convs = [layer for layer in reference.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.name for c in keras_convs] == [keras_layer_name(n) for n in VGG16_CONV_LAYERS]
+    net = FeatureNetwork(vgg16_weights, deepest="conv5_3")
+    assert net.key.network == "vgg16" and net.layer_names == VGG16_CONV_LAYERS
+    convs = [layer for layer in net.model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.name for c in convs] == [c.name for c in keras_convs]
+    for name, conv, ref in zip(VGG16_CONV_LAYERS, convs, keras_convs):
+        kernel = conv.get_weights()[0]
+        assert kernel.shape == tuple(ref.kernel.shape)
+        np.testing.assert_array_equal(kernel, vgg16_weights.layers[name][0])
+    with pytest.raises(ValueError, match="vgg16 has no layer conv5_4"):
+        FeatureNetwork(vgg16_weights, deepest="conv5_4")
+
+
+def test_vgg16_computes_what_vgg19_with_identity_layers_computes(vgg16_weights):
+    """A VGG-19 whose conv3_4, conv4_4 and conv5_4 are identities (as shared/realnet
+    writes VGG-16 into the VGG-19 layout) is VGG-16: ReLU features are non-negative,
+    and a mirrored 3x3 identity passes them through. The native network must agree."""
+    from engine.weights import VGGWeights
+
+    layers = dict(vgg16_weights.layers)
+    for name, channels in (("conv3_4", 256), ("conv4_4", 512), ("conv5_4", 512)):
+        kernel = np.zeros((3, 3, channels, channels), np.float32)
+        kernel[1, 1] = np.eye(channels, dtype=np.float32)
+        layers[name] = (kernel, np.zeros(channels, np.float32))
+    as_vgg19 = VGGWeights(layers, vgg16_weights.mean_bgr, "identity-padded", True)
+    assert as_vgg19.network == "vgg19"
+    image = np.random.default_rng(2).uniform(0, 255, (40, 56, 3)).astype(np.float32)
+    names = ["conv1_1", "conv3_1", "conv4_2", "conv5_1"]
+    native = FeatureNetwork(vgg16_weights).features(image, names)
+    padded = FeatureNetwork(as_vgg19).features(image, names)
+    for name in names:
+        np.testing.assert_allclose(native[name], padded[name], rtol=1e-4,
+                                   atol=1e-4 * np.abs(native[name]).max())

@@ -28,12 +28,16 @@ import pytest
 import scipy.io
 from aiohttp import web
 
-from engine.jobs import VGG19_CONV_LAYERS
+from engine.jobs import VGG16_CONV_LAYERS, VGG19_CONV_LAYERS
 from engine.weights import (
     KERAS_FILENAME,
+    KERAS_FILES,
     KERAS_MEAN_BGR,
     KERAS_URL,
     MATCONVNET_FILENAME,
+    MATCONVNET_FILENAMES,
+    VGG16_KERAS_FILENAME,
+    VGG16_SHAPES,
     VGG19_SHAPES,
     WeightsCache,
     WeightsError,
@@ -52,6 +56,7 @@ SMALL = {
     name: (3, 3, cin if cin == 3 else cin // 8, cout // 8)
     for name, (_, _, cin, cout) in VGG19_SHAPES.items()
 }
+SMALL16 = {name: shape for name, shape in SMALL.items() if name in VGG16_CONV_LAYERS}
 MEAN_RGB = np.array([123.68, 116.779, 103.939])
 
 # A marker that catches a wrong layer, a transposed kernel or swapped in/out axes:
@@ -98,9 +103,10 @@ def write_keras_h5(path, layers, *, style="keras1", extra_layer_names=()):
     with h5py.File(path, "w") as f:
         root = f.create_group("model_weights") if style == "model" else f
         order = ["input_1"]
-        for name in layers:
+        names = list(layers)
+        for i, name in enumerate(names):
             order.append(keras_name(name))
-            if name.endswith("_2") and name[4] in "12" or name.endswith("_4"):
+            if i + 1 == len(names) or names[i + 1][4] != name[4]:  # a block's last conv
                 order.append(f"block{name[4]}_pool")
         order.extend(extra_layer_names)
         root.attrs["layer_names"] = np.array([n.encode() for n in order])
@@ -741,3 +747,113 @@ def test_module_does_not_import_keras_or_tensorflow():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
+
+
+# --- VGG-16 -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small16_h5(tmp_path):
+    path = tmp_path / "small16.h5"
+    write_keras_h5(path, make_layers(SMALL16))
+    return path
+
+
+def test_vgg16_shapes_are_column_d_of_the_vgg_paper():
+    assert tuple(VGG16_SHAPES) == VGG16_CONV_LAYERS and len(VGG16_SHAPES) == 13
+    for name, shape in VGG16_SHAPES.items():
+        assert shape == VGG19_SHAPES[name]  # conv4_1 and conv5_1 take 256 / 512 channels either way
+
+
+def test_vgg16_keras_file_is_the_one_keras_downloads():
+    # The md5 Keras itself checks for VGG16(include_top=False, weights="imagenet").
+    import keras.src.applications.vgg16 as keras_vgg16
+
+    source = Path(keras_vgg16.__file__).read_text()
+    vgg16 = KERAS_FILES["vgg16"]
+    assert vgg16.url == keras_vgg16.WEIGHTS_PATH_NO_TOP
+    assert vgg16.url == ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+                         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert f'file_hash="{vgg16.md5}"' in source
+    assert KERAS_FILES["vgg19"].filename == KERAS_FILENAME
+
+
+@pytest.mark.parametrize("style", ["keras1", "keras3", "mat"])
+def test_vgg16_files_are_recognised_by_their_layers(tmp_path, style):
+    layers = make_layers(SMALL16)
+    path = tmp_path / "w16"
+    if style == "keras3":
+        write_keras3(path, layers)
+    elif style == "mat":
+        write_matconvnet(path, to_matconvnet(layers))
+    else:
+        write_keras_h5(path, layers)
+    weights = read_weights_file(path, shapes=SMALL16)
+    assert weights.network == "vgg16" and tuple(weights.layers) == VGG16_CONV_LAYERS
+    assert weights.layers[MARK_LAYER][0][MARK_INDEX] == MARK_VALUE
+    assert load_weights(str(path), models_dir=tmp_path, network="vgg16", shapes=SMALL16).network == "vgg16"
+
+
+def test_a_file_of_the_other_network_is_refused_with_the_fix(tmp_path, small16_h5, small_h5):
+    with pytest.raises(WeightsError) as e:
+        load_weights(str(small16_h5), models_dir=tmp_path, network="vgg19", shapes=SMALL)
+    message = str(e.value)
+    assert "holds VGG-16 weights" in message and "run VGG-19" in message
+    assert '[engine] network = "vgg16"' in message and "--network vgg16" in message
+    # Not run as VGG-16 by dropping conv3_4/4_4/5_4: the next layers were trained on them.
+    with pytest.raises(WeightsError, match=r"holds VGG-19 weights.*--network vgg19"):
+        load_weights(str(small_h5), models_dir=tmp_path, network="vgg16", shapes=SMALL16)
+
+
+def test_a_broken_vgg16_file_names_vgg16_shapes(tmp_path):
+    layers = make_layers(SMALL16)
+    layers["conv3_2"] = (np.zeros((3, 3, 16, 32), np.float32), np.zeros(32, np.float32))
+    path = tmp_path / "odd16.h5"
+    write_keras_h5(path, layers)
+    with pytest.raises(WeightsError, match=r"VGG-16 needs \(3,3,32,32\).*Is this a VGG-19"):
+        read_weights_file(path, shapes=SMALL16)
+
+
+def test_random_vgg16_weights():
+    weights = load_weights("random", models_dir=Path("/nonexistent"), network="vgg16")
+    assert weights.network == "vgg16" and weights.is_random
+    assert {name: k.shape for name, (k, _) in weights.layers.items()} == dict(VGG16_SHAPES)
+    assert random_weights(0).network == "vgg19"
+
+
+def test_auto_downloads_the_vgg16_file(server, tmp_path, small16_h5, small_h5):
+    body = small16_h5.read_bytes()
+    url = server.serve("vgg16-notop.h5", body)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / KERAS_FILENAME).write_bytes(small_h5.read_bytes())  # VGG-19's file is not VGG-16's
+    seen = []
+    weights = load_weights("auto", models_dir=models, network="vgg16", shapes=SMALL16,
+                           keras_url=url, keras_md5=md5(body), on_progress=lambda d, t: seen.append((d, t)))
+    assert weights.source == str(models / VGG16_KERAS_FILENAME) and weights.network == "vgg16"
+    assert seen[0] == (0, len(body)) and seen[-1] == (len(body), len(body))
+    assert sorted(os.listdir(models)) == sorted([KERAS_FILENAME, VGG16_KERAS_FILENAME])  # no temp left
+    with pytest.raises(WeightsError, match="hash mismatch"):
+        load_weights("auto", models_dir=tmp_path / "other", network="vgg16", shapes=SMALL16,
+                     keras_url=url, keras_md5="0" * 32)
+
+
+def test_auto_vgg16_finds_its_own_files_and_names_them(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(WeightsError) as e:
+        load_weights("auto", models_dir=models, network="vgg16", allow_download=False)
+    message = str(e.value)
+    assert "no VGG-16 weights" in message and VGG16_KERAS_FILENAME in message
+    assert MATCONVNET_FILENAMES["vgg16"] in message and KERAS_FILES["vgg16"].url in message
+    write_matconvnet(models / MATCONVNET_FILENAMES["vgg16"], to_matconvnet(make_layers(SMALL16)))
+    weights = load_weights("auto", models_dir=models, network="vgg16", allow_download=False, shapes=SMALL16)
+    assert weights.network == "vgg16" and weights.source.endswith("imagenet-vgg-verydeep-16.mat")
+
+
+def test_cache_keeps_networks_apart(tmp_path):
+    cache = WeightsCache()
+    vgg19 = cache.get("random", models_dir=tmp_path, random_seed=1)
+    vgg16 = cache.get("random", models_dir=tmp_path, random_seed=1, network="vgg16")
+    assert (vgg19.network, vgg16.network) == ("vgg19", "vgg16")
+    assert cache.get("random", models_dir=tmp_path, random_seed=1, network="vgg16") is vgg16
