@@ -21,7 +21,7 @@ from typing import Any
 
 import discord
 
-from bot.queue import Job, JobState, ordinal
+from bot.broker.queue import Job, JobState, ordinal
 from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,10 @@ def status_text(job: Job, *, warming_up: bool = False) -> str:
         return f"🛑 Stopping… ({ref})"
     if job.state == JobState.QUEUED:
         place = "next in line" if job.position == 1 else f"{ordinal(job.position)} in line"
-        text = f"⏳ Queued — you are {place}. ({ref})"
+        if job.resumed:
+            text = f"⏳ Resumed after a restart — you are {place}. ({ref})"
+        else:
+            text = f"⏳ Queued — you are {place}. ({ref})"
         if warming_up:
             text += "\nThe painter is still warming up; this can take a minute after a restart."
         return text
@@ -126,6 +129,9 @@ def fresh_file(name: str, data: bytes, description: str | None = None) -> discor
 class StatusHandle:
     """The status message, wherever it lives."""
 
+    channel_id: int = 0
+    message_id: int = 0
+
     async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
         raise NotImplementedError
 
@@ -143,8 +149,10 @@ def _edit_kwargs(content: str, preview: Any, view: Any) -> dict[str, Any]:
 
 
 class MessageStatus(StatusHandle):
-    def __init__(self, message: discord.Message) -> None:
+    def __init__(self, message: discord.Message | discord.PartialMessage) -> None:
         self.message = message
+        self.channel_id = message.channel.id
+        self.message_id = message.id
 
     async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
         self.message = await self.message.edit(**_edit_kwargs(content, preview, view))
@@ -158,6 +166,7 @@ class InteractionStatus(StatusHandle):
         self.interaction = interaction
         self.message_id = message.id
         self.channel = interaction.channel
+        self.channel_id = getattr(interaction.channel, "id", 0)
 
     def _fresh(self) -> bool:
         return time.time() - self.interaction.created_at.timestamp() < TOKEN_TTL
@@ -210,16 +219,19 @@ class Conversation:
 
 class MessageConversation(Conversation):
     def __init__(self, message: discord.Message) -> None:
-        self.message = message
         self.user = message.author
         self.channel = message.channel
         self.guild = message.guild
+        self.reply_to = message.id
+        self.reference: discord.MessageReference | None = message.to_reference(
+            fail_if_not_exists=False
+        )
 
     async def _reply(self, content: str, **kwargs: Any) -> discord.Message:
         """A message in the channel answering the command (still sent if it was deleted)."""
-        return await self.channel.send(
-            content, reference=self.message.to_reference(fail_if_not_exists=False), **kwargs
-        )
+        if self.reference is not None:
+            kwargs["reference"] = self.reference
+        return await self.channel.send(content, **kwargs)
 
     async def say(self, content: str) -> None:
         await self._reply(content, mention_author=False)
@@ -236,6 +248,43 @@ class MessageConversation(Conversation):
         )
 
 
+class _Member:
+    """A member known only by id (after a restart): enough to mention and allow a ping."""
+
+    def __init__(self, user_id: int) -> None:
+        self.id = user_id
+        self.mention = f"<@{user_id}>"
+
+
+class ResumedConversation(MessageConversation):
+    """A job's conversation rebuilt after a restart from the ids in the journal: the
+    answer goes to the same channel, as a reply to the command message if there was
+    one (an interaction's token is not kept: the channel endpoints work without it)."""
+
+    def __init__(
+        self, client: discord.Client, *, guild_id: int, channel_id: int, user_id: int, reply_to: int
+    ) -> None:
+        self.user = _Member(user_id)  # type: ignore[assignment]
+        self.guild = client.get_guild(guild_id) if guild_id else None
+        self.channel = client.get_channel(channel_id) or client.get_partial_messageable(
+            channel_id, guild_id=guild_id or None
+        )
+        self.reply_to = reply_to
+        self.reference = (
+            discord.MessageReference(
+                message_id=reply_to,
+                channel_id=channel_id,
+                guild_id=guild_id or None,
+                fail_if_not_exists=False,
+            )
+            if reply_to
+            else None
+        )
+
+    def partial_message(self, message_id: int) -> discord.PartialMessage:
+        return self.channel.get_partial_message(message_id)
+
+
 class InteractionConversation(Conversation):
     """A slash command or button press; the caller has deferred it with thinking=True."""
 
@@ -244,6 +293,7 @@ class InteractionConversation(Conversation):
         self.user = interaction.user
         self.channel = interaction.channel
         self.guild = interaction.guild
+        self.reply_to = 0
 
     def _fresh(self) -> bool:
         return time.time() - self.interaction.created_at.timestamp() < TOKEN_TTL

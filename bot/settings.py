@@ -49,6 +49,7 @@ class BotSettings:
     shutdown_grace: float = 10.0
     allow_download: bool = True
     log_level: str = "INFO"
+    shards: int | str = 1
 
     def __post_init__(self) -> None:
         # TOML gives lists; keep the dataclass hashable and immutable.
@@ -75,8 +76,29 @@ class BotSettings:
             problems.append("engine_restart_limit must not be negative")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.shards != "auto" and not (isinstance(self.shards, int) and self.shards >= 1):
+            problems.append('shards must be "auto" or a number of shards, at least 1')
         if problems:
             raise ValueError("; ".join(problems))
+
+
+QUEUE_BACKENDS = ("local",)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The `[queue]` table: where accepted jobs are kept until they are answered."""
+
+    backend: str = "local"
+    data_dir: str = "data"
+
+    def __post_init__(self) -> None:
+        if self.backend not in QUEUE_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(QUEUE_BACKENDS)}")
+
+    def data_path(self) -> Path:
+        path = Path(self.data_dir).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 class Secret:
@@ -110,6 +132,7 @@ class Settings:
     bot: BotSettings
     engine: EngineConfig
     token: Secret = field(default_factory=lambda: Secret(""))
+    queue: QueueSettings = field(default_factory=QueueSettings)
     config_path: Path | None = None
 
 
@@ -119,6 +142,10 @@ class MissingToken(ConfigError):
 
 def bot_settings(raw: Mapping[str, Any]) -> BotSettings:
     return map_dataclass(BotSettings, raw.get("bot", {}), "bot")
+
+
+def queue_settings(raw: Mapping[str, Any]) -> QueueSettings:
+    return map_dataclass(QueueSettings, raw.get("queue", {}), "queue")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
@@ -177,6 +204,7 @@ def load_settings(
         bot=bot_settings(raw),
         engine=engine_config(raw),
         token=find_token(environ, config_path),
+        queue=queue_settings(raw),
         config_path=config_path,
     )
     if require_token and not settings.token:

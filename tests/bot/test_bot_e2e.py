@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from bot.client import StyleBot
-from bot.queue import JobState
+from bot.broker import JobState
 
-from .conftest import SIZE, connected, decode, make_settings, png
+from .conftest import SIZE, connected, shared_bot, decode, make_settings, png
 from .fake_discord import FakeDiscord
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -362,7 +362,7 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
         settings = make_settings()
         queue, pool = engines
 
-        first_bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        first_bot = shared_bot(settings, queue, pool)
         async with fake.running(first_bot):
             command = await fake.send_message("!stylize seed:11", attachments=[PHOTO, STYLE])
             first = await result_message(fake)
@@ -370,11 +370,11 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
             slash_first = await result_message(fake, after=first.id)
             while queue.running or queue.waiting:
                 await asyncio.sleep(0.02)
-            await first_bot.cog.wait_for_replies()
+            await first_bot.delivery.wait()
         assert re.search(r"seed 11\b", first.content)
 
         # A new process would start from nothing: a new bot with no memory of the jobs.
-        second_bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        second_bot = shared_bot(settings, queue, pool)
         async with fake.running(second_bot):
             again_id = next(c for c in first.custom_ids if c.startswith("sb:run:a:"))
             click = await fake.click_button(first, again_id, user=fake.bob)
@@ -399,7 +399,7 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
             assert more.attachments[2].description == "Input style image: starry.png"
             while queue.running or queue.waiting:
                 await asyncio.sleep(0.02)
-            await second_bot.cog.wait_for_replies()
+            await second_bot.delivery.wait()
             assert fake.bot_errors == []
         if os.environ.get("STYLEBOT_E2E_TRANSCRIPT"):
             path = Path(os.environ["STYLEBOT_E2E_TRANSCRIPT"]).with_suffix(".buttons.txt")
@@ -448,7 +448,7 @@ async def test_channel_and_role_rules(engines):
             bot={"allowed_channels": [fake.art.id], "allowed_roles": [fake.mod_role_id]}
         )
         queue, pool = engines
-        bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        bot = shared_bot(settings, queue, pool)
         async with fake.running(bot):
             await fake.send_message("!stylize", attachments=[PHOTO, STYLE], author=fake.mod)
             wrong_channel = await fake.wait_for_bot_message()

@@ -7,7 +7,7 @@ import itertools
 
 from PIL import Image
 
-from bot.queue import Job, JobState
+from bot.broker import Job, JobState
 from bot.replies import (
     done_fraction,
     duration,
