@@ -207,7 +207,9 @@ class EngineClient:
             process.join(timeout=0.5)  # the sentinel fired or the pipe closed: it is (nearly) gone
         exitcode = process.exitcode if process is not None else None
         how = describe_exit(exitcode)
-        if self._started is not None and not self._started.done():
+        if self._started is not None and not self._started.done() and self._stopping:
+            self._started.cancel()  # ended on purpose while it was starting: nobody waits
+        elif self._started is not None and not self._started.done():
             self._started.set_exception(
                 EngineStartFailed(
                     JobFailed(
