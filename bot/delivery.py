@@ -23,15 +23,12 @@ from bot.broker import Broker, Job
 from bot.broker.journal import Entry
 from bot.buttons import cancel_view, result_view
 from bot.options import JobOptions, RerunSpec, strength_label
+from bot.conversations import Conversation, MessageStatus, ResumedConversation, fresh_file
 from bot.replies import (
-    Conversation,
-    MessageStatus,
-    ResumedConversation,
     StatusMessage,
     compact_input,
     duration,
     failure_text,
-    fresh_file,
     result_encodings,
     status_text,
 )

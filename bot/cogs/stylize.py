@@ -38,7 +38,8 @@ from bot.options import (
     parse_strength,
     strength_label,
 )
-from bot.replies import Conversation, InteractionConversation, MessageConversation, status_text
+from bot.conversations import Conversation, InteractionConversation, MessageConversation
+from bot.replies import status_text
 from bot.settings import Settings
 from bot.texts import help_text, queue_text
 from bot.validation import InputProblem, Inputs, choose_inputs, read_and_check

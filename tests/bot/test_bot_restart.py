@@ -1,6 +1,7 @@
 """Restart means resume: the bot killed (SIGKILL) or stopped (SIGTERM) with 1 job running
-and 5 waiting, then started again: every job is answered exactly once, and each status
-message is picked up again. The bot runs in its own process against the fake Discord,
+and 5 waiting, then started again: every job is answered exactly once (five pictures and
+one job cancelled with its Cancel button after the restart), and each status message is
+picked up again. The bot runs in its own process against the fake Discord,
 with the real engine (random weights, 40 px) and its journal in a temporary folder.
 """
 
@@ -126,22 +127,30 @@ async def test_jobs_survive_a_restart_and_are_answered_exactly_once(tmp_path, ho
                     5, "restarting notes", fake, tmp_path,
                 )  # fmt: skip
             bot = start_bot(fake, tmp_path, "bot-2.log")
+            # The Cancel button of a job queued before the restart still works after it.
+            last = status_of(fake, commands[-1])
             await until(
-                lambda: len([m for m in fake.bot_messages() if is_result(m)]) >= 6,
-                180, "6 results", fake, tmp_path,
+                lambda: "Resumed after a restart" in last.content, 120, "resume", fake, tmp_path
+            )
+            await fake.click_button(last, last.custom_ids[0], user=commands[-1].author)
+            await until(lambda: "Cancelled" in last.content, 30, "the cancel", fake, tmp_path)
+            await until(
+                lambda: len([m for m in fake.bot_messages() if is_result(m)]) >= 5,
+                180, "5 results", fake, tmp_path,
             )  # fmt: skip
             await asyncio.sleep(2)  # a doubled answer would come now
         finally:
             bot.send_signal(signal.SIGTERM)
             await asyncio.to_thread(bot.wait, 30)
         results = [m for m in fake.bot_messages() if is_result(m)]
-        assert sorted(m.reference_id for m in results) == sorted(c.id for c in commands)
+        assert sorted(m.reference_id for m in results) == sorted(c.id for c in commands[:5])
         statuses = [status_of(fake, c) for c in commands]
-        assert all(s is not None and s.deleted for s in statuses), "one status each, then cleaned up"
+        assert all(s is not None and s.deleted for s in statuses[:5]), "one status, then cleaned up"
+        assert statuses[5].content.startswith("🛑 Cancelled") and not statuses[5].deleted
         # Every waiting job's status message was picked up again after the restart (the
         # first job, which was running, may have started again before the edit).
         resumed = [s for s in statuses if any("Resumed after a restart" in t for t in texts(s))]
         assert len(resumed) >= 4, [texts(s) for s in statuses]
-        assert len(fake.bot_messages()) == 6, "no stray messages: the six results"
+        assert len(fake.bot_messages()) == 6, "no stray messages: five results, one cancel"
         if os.environ.get("STYLEBOT_RESTART_TRANSCRIPT"):
             Path(os.environ["STYLEBOT_RESTART_TRANSCRIPT"]).write_text(fake.transcript())
