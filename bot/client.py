@@ -153,8 +153,17 @@ def build_bot(settings: Settings, **options) -> StyleBot:
     """Wire the broker and the bot from settings; `[bot] shards` picks the class."""
     shards = settings.bot.shards
     if shards == 1:
-        return StyleBot(settings=settings, broker=local_broker(settings), **options)
+        return StyleBot(settings=settings, broker=build_broker(settings), **options)
     count = None if shards == "auto" else int(shards)
     return ShardedStyleBot(
-        settings=settings, broker=local_broker(settings), shard_count=count, **options
+        settings=settings, broker=build_broker(settings), shard_count=count, **options
     )
+
+
+def build_broker(settings: Settings) -> Broker:
+    """`[queue] backend`: the SQLite journal and local engines, or Redis and remote workers."""
+    if settings.queue.backend == "redis":
+        from bot.broker.remote import redis_broker
+
+        return redis_broker(settings)
+    return local_broker(settings)

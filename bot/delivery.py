@@ -83,14 +83,14 @@ class Delivery:
         self.settings = settings
         self._following: dict[str, tuple[asyncio.Task[None], StatusMessage]] = {}
 
-    def warming_up(self) -> bool:
-        return self.broker.runner.ready_count == 0
+    def note(self) -> str:
+        return self.broker.runner.waiting_note
 
     # -- following a job --------------------------------------------------------------
 
     def start_status(self, job: Job, handle: Any, text: str) -> StatusMessage:
         status = StatusMessage(
-            handle, job, self.settings.bot.edit_interval, warming_up=self.warming_up
+            handle, job, self.settings.bot.edit_interval, note=self.note
         )
         status.start(text)
         return status
@@ -275,7 +275,7 @@ class Delivery:
             client, guild_id=entry.guild_id, channel_id=entry.channel_id,
             user_id=entry.user_id, reply_to=meta.reply_to,
         )  # fmt: skip
-        text = status_text(job, warming_up=self.warming_up())
+        text = status_text(job, note=self.note())
         view = None if job.finished else cancel_view(job.id)
         handle: Any = None
         if entry.status_message_id:

@@ -67,6 +67,13 @@ class EnginePool:
         return None
 
     @property
+    def waiting_note(self) -> str:
+        """Said under queued jobs while no engine is ready."""
+        if self.ready_count == 0:
+            return "The painter is still warming up; this can take a minute after a restart."
+        return ""
+
+    @property
     def random_weights(self) -> bool:
         """Whether an engine runs on random weights (test mode: results are not art)."""
         return any(c.ready is not None and c.ready.random_weights for c in self.clients)
@@ -74,6 +81,9 @@ class EnginePool:
     @property
     def ready_count(self) -> int:
         return sum(1 for c in self.clients if c.ready is not None and c.alive)
+
+    def adopt(self, job: Job, state: str) -> bool:
+        return False  # the engines died with the bot: every unanswered job runs again
 
     def start(self) -> None:
         """Start every engine in the background; jobs wait in the queue meanwhile."""

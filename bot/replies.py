@@ -59,7 +59,8 @@ def eta(job: Job) -> float | None:
     return p.elapsed / fraction * (1.0 - fraction)
 
 
-def status_text(job: Job, *, warming_up: bool = False) -> str:
+def status_text(job: Job, *, note: str = "") -> str:
+    """The status message of a job; `note` (waiting for the painter) goes under a queued one."""
     ref = f"job `{job.id}`"
     if job.cancelled_by is not None and not job.finished:
         return f"🛑 Stopping… ({ref})"
@@ -69,8 +70,8 @@ def status_text(job: Job, *, warming_up: bool = False) -> str:
             text = f"⏳ Resumed after a restart — you are {place}. ({ref})"
         else:
             text = f"⏳ Queued — you are {place}. ({ref})"
-        if warming_up:
-            text += "\nThe painter is still warming up; this can take a minute after a restart."
+        if note:
+            text += f"\n{note}"
         return text
     if job.state == JobState.RUNNING:
         p = job.progress
@@ -119,7 +120,7 @@ class StatusMessage:
     handle: StatusHandle
     job: Job
     interval: float
-    warming_up: Any = None  # () -> bool
+    note: Any = None  # () -> str: why the queue is not moving, if it is not
     _want_text: str = ""
     _want_preview: bytes | None = None
     _sent_text: str = ""
@@ -140,7 +141,7 @@ class StatusMessage:
     def on_job(self, job: Job) -> None:
         if job.finished:
             return
-        self._want_text = status_text(job, warming_up=bool(self.warming_up and self.warming_up()))
+        self._want_text = status_text(job, note=self.note() if self.note else "")
         if job.progress is not None and job.progress.preview_png:
             self._want_preview = job.progress.preview_png
         self._changed.set()

@@ -82,7 +82,7 @@ class BotSettings:
             raise ValueError("; ".join(problems))
 
 
-QUEUE_BACKENDS = ("local",)
+QUEUE_BACKENDS = ("local", "redis")
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,15 @@ class QueueSettings:
 
     backend: str = "local"
     data_dir: str = "data"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = "stylebot"
+    bot_name: str = "bot"
 
     def __post_init__(self) -> None:
         if self.backend not in QUEUE_BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(QUEUE_BACKENDS)}")
+        if not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url must start with redis:// or rediss:// (TLS)")
 
     def data_path(self) -> Path:
         path = Path(self.data_dir).expanduser()

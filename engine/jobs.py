@@ -361,3 +361,70 @@ def from_wire(data: bytes) -> Any:
 # Exit status of an engine process that could not load its weights: a host problem that
 # restarting the process does not fix (engine/worker.py exits with it; the bot reads it).
 WORKER_EXIT_WEIGHTS = 3
+
+
+# --- the redis backend's keys (shared by the bot and the workers) ----------------------
+
+REDIS_RESULT_TTL = 7 * 24 * 3600  # seconds an answer waits in Redis for its bot to post it
+
+
+def redis_where(url: str) -> str:
+    """A redis:// URL without its password, for log lines (the password is never logged)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    """Where each thing lives in Redis, for one bot (`bot`) under one `prefix`.
+
+    work      stream of job ids, read by the workers' consumer group `group`; an entry
+              is acknowledged (XACK) only in the transaction that stores its answer
+    job:ID    hash: request (wire bytes), bot, meta, ids, state; outcome once answered
+    jobs:BOT  sorted set of that bot's unanswered or undelivered job ids, by seq
+    progress:ID  capped stream of the job's Progress events (wire bytes)
+    cancel:ID    key whose existence asks the worker to stop the job
+    answers:BOT  stream of ids of that bot's answered jobs (the bot's doorbell)
+    workers   sorted set: worker name -> last heartbeat (ms); workers:info: name -> JSON
+    """
+
+    prefix: str = "stylebot"
+    bot: str = "bot"
+    group: str = "workers"
+
+    @property
+    def work(self) -> str:
+        return f"{self.prefix}:work"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs:{self.bot}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def workers_info(self) -> str:
+        return f"{self.prefix}:workers:info"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def progress(self, job_id: str) -> str:
+        return f"{self.prefix}:progress:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def answers(self, bot: str | None = None) -> str:
+        return f"{self.prefix}:answers:{bot or self.bot}"
+
+    def delivered(self, job_id: str) -> str:
+        return f"{self.prefix}:delivered:{job_id}"

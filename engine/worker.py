@@ -243,3 +243,9 @@ def _send_quietly(conn: Any, message: Any) -> None:
         conn.send(message)
     except (BrokenPipeError, OSError):
         pass
+
+
+if __name__ == "__main__":  # python -m engine.worker --broker redis://...: a remote worker
+    from engine.remote_worker import main as remote_main
+
+    sys.exit(remote_main())

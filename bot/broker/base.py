@@ -43,6 +43,16 @@ class Runner(Protocol):
     @property
     def random_weights(self) -> bool: ...
 
+    @property
+    def waiting_note(self) -> str:
+        """What queued members are told while nothing can run jobs ("" when something can)."""
+        ...
+
+    def adopt(self, job: Job, state: str) -> bool:
+        """After a restart: take over `job`, journalled in `state`, if it is already with
+        the runner (sent to a worker); False means it goes back into the queue."""
+        ...
+
     def start(self) -> None: ...
 
     async def stop(self, *, grace: float, reason: str) -> None: ...
@@ -151,7 +161,10 @@ class Broker:
                 seq=entry.seq,
                 resumed=True,
             )
-            if entry.outcome is None:
+            if entry.outcome is None and self.runner.adopt(job, entry.state):
+                self.queue.adopt_running(job)
+                self._watch(job)
+            elif entry.outcome is None:
                 self.queue.submit(job, check=False)
                 if entry.state != JobState.QUEUED.value:
                     self._later(self.journal.set_state, job.id, JobState.QUEUED.value)
@@ -166,6 +179,8 @@ class Broker:
     async def detach(self, reason: str) -> None:
         """Stop taking and running jobs without answering any: on the next start the
         journal gives them all back. The engines end in threads, off the event loop."""
+        if self.detached:
+            return
         self.queue.close(reason, drop=False)
         await asyncio.get_running_loop().run_in_executor(self._io, lambda: None)  # flush
         self.detached = True

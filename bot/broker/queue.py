@@ -60,7 +60,7 @@ class Job:
     seq: int = 0  # submission order, kept across restarts (the journal's row id)
     front: bool = False  # put back after an engine died under it: it goes first
     resumed: bool = False  # restored from the journal after a restart
-    waiting_for_worker: bool = False  # no worker is connected (remote brokers)
+    progress_mark: str = "0-0"  # the last progress event read (a stream id, remote workers)
     answer: Outcome | None = None  # the outcome, once there is one
     listeners: list[Callable[[Job], None]] = field(default_factory=list)
     _outcome: asyncio.Future[Outcome] | None = field(default=None, repr=False)
@@ -258,6 +258,15 @@ class JobQueue:
         job.notify()
         self._renumber()
         return job
+
+    def adopt_running(self, job: Job) -> None:
+        """Count `job` as running without handing it out (a restarted bot finds it already
+        with a worker)."""
+        job.seq = job.seq or self._last_seq + 1
+        self._last_seq = max(self._last_seq, job.seq)
+        job.state = JobState.RUNNING
+        job.position = 0
+        self._running[job.id] = job
 
     def put_back(self, job: Job) -> None:
         """Return a running job to the front of the line (its engine died before starting it)."""

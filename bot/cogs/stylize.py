@@ -384,7 +384,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     async def acknowledge(self, job: Job, conv: Conversation, meta: JobMeta) -> None:
         """Post the status message, remember where it is, and follow the job."""
-        text = status_text(job, warming_up=self.delivery.warming_up())
+        text = status_text(job, note=self.delivery.note())
         if meta.notes:
             text += f"\n({'; '.join(meta.notes)})"
         try:

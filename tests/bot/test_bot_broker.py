@@ -125,6 +125,10 @@ class IdleRunner:
     ready_count = 0
     unavailable = None
     random_weights = False
+    waiting_note = ""
+
+    def adopt(self, job, state) -> bool:
+        return False
 
     def start(self) -> None:
         pass
