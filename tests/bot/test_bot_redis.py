@@ -226,3 +226,26 @@ async def test_a_restarted_bot_gets_the_answer_of_a_job_on_a_worker(setup):
         assert await again._run(again.journal.pending) == []
     finally:
         await again.detach("test over")
+
+
+async def test_a_flooding_server_does_not_hold_up_another(setup):
+    broker, workers, _, _ = setup
+    workers.start("w1")
+    await until(lambda: broker.runner.live == 1, 30, "the worker")
+    started: list[str] = []
+
+    def record(job: Job) -> None:
+        if job.state == JobState.RUNNING and job.id not in started:
+            started.append(job.id)
+
+    flood = [plan_job(f"000001a{i}", guild=1, user=i % 2, steps=10, delay=0.05) for i in range(5)]
+    for job in flood:
+        job.listeners.append(record)
+        await broker.submit(job, {"source": "m"})
+    await until(lambda: flood[0].progress, 30, "the flood to start")
+    other = plan_job("000001b0", guild=2, user=9, steps=10, delay=0.05)
+    other.listeners.append(record)
+    await broker.submit(other, {"source": "m"})
+    assert other.position == 1, "next in line, ahead of the flood"
+    await asyncio.wait_for(asyncio.gather(*(j.outcome() for j in [*flood, other])), 60)
+    assert started.index(other.id) == 1, started  # right after the job that was running

@@ -2,7 +2,8 @@
 and 5 waiting, then started again: every job is answered exactly once (five pictures and
 one job cancelled with its Cancel button after the restart), and each status message is
 picked up again. The bot runs in its own process against the fake Discord,
-with the real engine (random weights, 40 px) and its journal in a temporary folder.
+with the real engine (random weights, 40 px) and its journal in a temporary folder; with
+the redis backend, against a real redis-server and one remote worker process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from engine.config import PROJECT_ROOT
 
 from .conftest import png
 from .fake_discord import FakeDiscord, FakeMessage
+from .redis_server import RedisServer, redis_server_or_skip
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -41,12 +43,16 @@ per_user_limit = 6
 log_level = "INFO"
 [queue]
 data_dir = "{data}"
-"""
+{queue}"""
+REDIS_QUEUE = 'backend = "redis"\nredis_url = "{url}"\nredis_prefix = "restart"\n'
 
 
-def start_bot(fake: FakeDiscord, tmp_path: Path, log_name: str) -> subprocess.Popen:
+
+def start_bot(
+    fake: FakeDiscord, tmp_path: Path, log_name: str, queue: str = ""
+) -> subprocess.Popen:
     config = tmp_path / "stylebot.toml"
-    config.write_text(CONFIG.format(data=tmp_path / "data"))
+    config.write_text(CONFIG.format(data=tmp_path / "data", queue=queue))
     env = {
         **os.environ,
         "STYLEBOT_CONFIG": str(config),
@@ -93,10 +99,31 @@ async def until(check, timeout: float, what: str, fake: FakeDiscord, logs: Path)
     raise AssertionError(f"timed out waiting for {what}\n{fake.transcript()}\n{log_text}")
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-async def test_jobs_survive_a_restart_and_are_answered_exactly_once(tmp_path, how):
+def start_worker(url: str, tmp_path: Path) -> subprocess.Popen:
+    """A remote worker with the real engine on random weights."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.worker", "--broker", url, "--prefix", "restart",
+         "--weights", "random", "--dead-after", "3"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "bot-worker.log", "wb"),  # noqa: SIM115 - the child owns it
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "backend, how",
+    [("local", signal.SIGKILL), ("local", signal.SIGTERM), ("redis", signal.SIGKILL)],
+    ids=["local-sigkill", "local-sigterm", "redis-sigkill"],
+)
+async def test_jobs_survive_a_restart_and_are_answered_exactly_once(tmp_path, backend, how):
+    queue, worker, server = "", None, None
+    if backend == "redis":
+        server = RedisServer(redis_server_or_skip(), tmp_path)
+        server.start()
+        queue = REDIS_QUEUE.format(url=server.url)
+        worker = start_worker(server.url, tmp_path)
     async with FakeDiscord() as fake:
-        bot = start_bot(fake, tmp_path, "bot-1.log")
+        bot = start_bot(fake, tmp_path, "bot-1.log", queue)
         try:
             await fake.wait_connected(60)
             members = [fake.alice, fake.bob, fake.mod, fake.owner]
@@ -126,7 +153,7 @@ async def test_jobs_survive_a_restart_and_are_answered_exactly_once(tmp_path, ho
                     lambda: all("restarting" in status_of(fake, c).content for c in commands),
                     5, "restarting notes", fake, tmp_path,
                 )  # fmt: skip
-            bot = start_bot(fake, tmp_path, "bot-2.log")
+            bot = start_bot(fake, tmp_path, "bot-2.log", queue)
             # The Cancel button of a job queued before the restart still works after it.
             last = status_of(fake, commands[-1])
             await until(
@@ -142,6 +169,10 @@ async def test_jobs_survive_a_restart_and_are_answered_exactly_once(tmp_path, ho
         finally:
             bot.send_signal(signal.SIGTERM)
             await asyncio.to_thread(bot.wait, 30)
+            for process in (worker, server and server.process):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    await asyncio.to_thread(process.wait, 30)
         results = [m for m in fake.bot_messages() if is_result(m)]
         assert sorted(m.reference_id for m in results) == sorted(c.id for c in commands[:5])
         statuses = [status_of(fake, c) for c in commands]
