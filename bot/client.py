@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -17,6 +18,7 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 SHUTDOWN_MESSAGE = "The bot is restarting; this job keeps its place."
+RESTART_NOTE_BUDGET = 5.0  # seconds for the "restarting" edits (docker's stop grace is 10)
 
 
 def intents() -> discord.Intents:
@@ -132,9 +134,12 @@ class StyleBot(commands.Bot):
         )
         if self.cog is not None:
             self.cog.closing = True
-        await self.delivery.restarting()
+        # The notes and the engines' end run side by side: under load, or with Discord's
+        # edit rate limits, the notes can take seconds, and the 8-s budget is for both.
+        ending = [self.delivery.restarting(timeout=RESTART_NOTE_BUDGET)]
         if self.own_engines:
-            await self.broker.detach(reason)
+            ending.append(self.broker.detach(reason))
+        await asyncio.gather(*ending)
         await self.close()
 
     async def close(self) -> None:

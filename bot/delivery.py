@@ -293,14 +293,15 @@ class Delivery:
         log.info("job %s resumed (%s)", job.id, job.state.value)
         self.follow(job, conv, self.start_status(job, handle, text), meta)
 
-    async def restarting(self) -> None:
-        """Say in every status message that the bot is restarting; stop following jobs."""
+    async def restarting(self, timeout: float) -> None:
+        """Say in every status message that the bot is restarting (for at most `timeout`
+        seconds); stop following jobs."""
         following = list(self._following.values())
         for task, _ in following:
             task.cancel()
         edits = [status.finish(RESTARTING.format(id=status.job.id)) for _, status in following]
         if edits:
-            await asyncio.wait([asyncio.ensure_future(e) for e in edits], timeout=3)
+            await asyncio.wait([asyncio.ensure_future(e) for e in edits], timeout=timeout)
 
     async def wait(self, timeout: float = 30.0) -> None:
         """Let every job's final message go out (used on shutdown)."""

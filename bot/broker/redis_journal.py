@@ -75,6 +75,8 @@ class RedisJournal:
         )
 
     def set_state(self, job_id: str, state: str) -> None:
+        if state == "running":
+            return  # the runner writes "sent" in the same transaction as the stream entry
         if self.client.exists(self.keys.job(job_id)):
             self.client.hset(self.keys.job(job_id), "state", state)
 

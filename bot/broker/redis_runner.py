@@ -27,6 +27,7 @@ from engine.jobs import JobFailed, StreamKeys, from_wire
 
 log = logging.getLogger(__name__)
 
+SENT = "sent"  # the job's state once it is on the work stream (written with the XADD)
 NO_WORKER = "Waiting for a worker: none is connected right now. Your job keeps its place."
 
 
@@ -63,7 +64,7 @@ class RedisRunner:
         return NO_WORKER if self.live == 0 else ""
 
     def adopt(self, job: Job, state: str) -> bool:
-        if state != "running":
+        if state != SENT:
             return False  # never sent to a worker: it waits in the fair queue again
         self.inflight[job.id] = job  # on the stream already: its answer will ring
         return True
@@ -115,7 +116,12 @@ class RedisRunner:
             await self._changed.wait()
         job = await self.queue.get()
         try:
-            await self.client.xadd(self.keys.work, {"job": job.id})
+            # "sent" and the stream entry come together or not at all: a bot killed in
+            # between finds the job either still queued or on the stream (see `adopt`).
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.keys.work, {"job": job.id})
+                pipe.hset(self.keys.job(job.id), "state", SENT)
+                await pipe.execute()
         except Exception:
             self.queue.put_back(job)
             raise

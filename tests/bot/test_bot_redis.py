@@ -218,7 +218,7 @@ async def test_a_restarted_bot_gets_the_answer_of_a_job_on_a_worker(setup):
     await broker.detach("restarting")  # the bot goes away; the worker carries on
     again = make_broker(server.url, keys)
     [(resumed, entry)] = await again.resume()
-    assert entry.state == "running" and resumed.state == JobState.RUNNING
+    assert entry.state == "sent" and resumed.state == JobState.RUNNING
     again.start()
     try:
         assert isinstance(await asyncio.wait_for(resumed.outcome(), 30), JobResult)
