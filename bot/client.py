@@ -57,7 +57,6 @@ class StyleBot(commands.Bot):
         self.own_engines = own_engines  # False when tests share one pool between bots
         self.cog: StylizeCog | None = None
         self._shut_down = False
-        self._resumed = False
 
     @property
     def queue(self):
@@ -68,11 +67,18 @@ class StyleBot(commands.Bot):
         return self.broker.runner
 
     async def setup_hook(self) -> None:
-        self.broker.start()  # engines load in the background; jobs wait in the queue meanwhile
         self.cog = await setup_cog(
             self, settings=self.settings, broker=self.broker, delivery=self.delivery
         )
         self.add_dynamic_items(*ALL_BUTTONS)  # buttons survive restarts
+        # Before the gateway connects, so no new command can arrive first: the REST calls
+        # that re-attach the status messages work once logged in, which we are here.
+        resumed = await self.delivery.resume(self)
+        if resumed:
+            log.info("resumed %d job(s) from before the restart", resumed)
+        # Only now: the runner must know which jobs are already with a worker before it
+        # hands out more. Engines load in the background; jobs wait in the queue meanwhile.
+        self.broker.start()
         if self.settings.bot.sync_commands:
             await self.sync_commands()
 
@@ -99,11 +105,6 @@ class StyleBot(commands.Bot):
             )
 
     async def on_ready(self) -> None:
-        if not self._resumed:  # on_ready comes again after a reconnect: resume once
-            self._resumed = True
-            resumed = await self.delivery.resume(self)
-            if resumed:
-                log.info("resumed %d job(s) from before the restart", resumed)
         log.info(
             "logged in as %s (id %s) in %d server(s); prefix %r",
             self.user,

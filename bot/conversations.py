@@ -162,7 +162,7 @@ class ResumedConversation(MessageConversation):
         self, client: discord.Client, *, guild_id: int, channel_id: int, user_id: int, reply_to: int
     ) -> None:
         self.user = _Member(user_id)  # type: ignore[assignment]
-        self.guild = client.get_guild(guild_id) if guild_id else None
+        self.client, self.guild_id = client, guild_id
         self.channel = client.get_channel(channel_id) or client.get_partial_messageable(
             channel_id, guild_id=guild_id or None
         )
@@ -177,6 +177,11 @@ class ResumedConversation(MessageConversation):
             if reply_to
             else None
         )
+
+    @property  # type: ignore[override]
+    def guild(self) -> discord.Guild | None:
+        # Looked up when needed: a restarted bot re-attaches before its guild cache fills.
+        return self.client.get_guild(self.guild_id) if self.guild_id else None
 
     def partial_message(self, message_id: int) -> discord.PartialMessage:
         return self.channel.get_partial_message(message_id)

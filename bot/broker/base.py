@@ -152,6 +152,8 @@ class Broker:
         entries: list[Entry] = await self._run(self.journal.pending)
         resumed = []
         for entry in entries:
+            if self.queue.find(entry.id) is not None:
+                continue  # already here (resume is meant to run once, before new jobs)
             job = Job(
                 entry.request,
                 user_id=entry.user_id,

@@ -115,6 +115,9 @@ class RedisRunner:
             self._changed.clear()
             await self._changed.wait()
         job = await self.queue.get()
+        if self.live <= len(self.inflight):  # a worker went away, or a job was adopted
+            self.queue.put_back(job)
+            return
         try:
             # "sent" and the stream entry come together or not at all: a bot killed in
             # between finds the job either still queued or on the stream (see `adopt`).
@@ -127,6 +130,7 @@ class RedisRunner:
             raise
         job.engine = "redis"
         self.inflight[job.id] = job
+        log.info("job %s sent to the workers (%d in flight)", job.id, len(self.inflight))
 
     async def _answers(self) -> None:
         stream = self.keys.answers()
