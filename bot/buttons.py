@@ -14,7 +14,13 @@ from typing import Protocol, runtime_checkable
 
 import discord
 
-from bot.options import CANCEL_TEMPLATE, RERUN_TEMPLATE, RerunSpec, cancel_custom_id, rerun_from_match
+from bot.options import (
+    CANCEL_TEMPLATE,
+    RERUN_TEMPLATE,
+    RerunSpec,
+    cancel_custom_id,
+    rerun_from_match,
+)
 
 HANDLER_COG = "Stylize"
 RERUN_LABELS = {"a": ("Again", "🔁"), "m": ("More style", "➕"), "l": ("Less style", "➖")}

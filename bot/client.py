@@ -134,7 +134,7 @@ class StyleBot(commands.Bot):
             len(self.queue.running),
         )
         if self.cog is not None:
-            self.cog.closing = True
+            self.cog.intake.closing = True
         # The notes and the engines' end run side by side: under load, or with Discord's
         # edit rate limits, the notes can take seconds, and the 8-s budget is for both.
         ending = [self.delivery.restarting(timeout=RESTART_NOTE_BUDGET)]

@@ -12,7 +12,6 @@ that the bot is restarting and stops following (the jobs stay in the journal).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,8 +21,8 @@ import discord
 from bot.broker import Broker, Job
 from bot.broker.journal import Entry
 from bot.buttons import cancel_view, result_view
-from bot.options import JobOptions, RerunSpec, strength_label
 from bot.conversations import Conversation, MessageStatus, ResumedConversation, fresh_file
+from bot.options import JobOptions, RerunSpec, strength_label
 from bot.replies import (
     StatusMessage,
     compact_input,

@@ -31,7 +31,6 @@ from engine.jobs import (
     EngineReady,
     ErrorKind,
     JobFailed,
-    JobRequest,
     JobResult,
     Progress,
 )

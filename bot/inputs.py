@@ -7,7 +7,8 @@ from typing import Any
 
 import discord
 
-from bot.validation import Candidate, InputProblem, Inputs, label
+from bot.options import RerunSpec
+from bot.validation import Candidate, InputProblem, Inputs, choose_inputs, label
 
 INPUT_PREFIX = "input-"  # result attachments that hold a slash job's inputs (for the buttons)
 INPUT_ALT = {False: "Input photo", True: "Input style image"}  # their alt text, before ": name"
@@ -74,3 +75,25 @@ def inputs_on_result(message: discord.Message | None) -> Inputs:
             for i, s in enumerate(styles)
         ),
     )
+
+
+async def rerun_inputs(
+    client: discord.Client, interaction: discord.Interaction, spec: RerunSpec, *, max_styles: int
+) -> Inputs:
+    """The images a result button paints again: re-read from the member's message (source
+    "m", never across servers), or the inputs kept on the result (source "r"). Raises
+    discord.NotFound / Forbidden, PermissionError or InputProblem."""
+    if spec.source == "m":
+        channel = client.get_channel(spec.channel_id) or await client.fetch_channel(
+            spec.channel_id
+        )
+        # Never fetch across servers, whatever a custom id says.
+        source_guild = getattr(getattr(channel, "guild", None), "id", None)
+        if source_guild != getattr(interaction.guild, "id", None):
+            raise PermissionError("the source is in another server")
+        source = await channel.fetch_message(spec.message_id)  # type: ignore[union-attr]
+        referenced = await referenced_attachments(client, source)
+        return choose_inputs(
+            source.attachments, referenced, max_styles=max_styles
+        )
+    return inputs_on_result(interaction.message)

@@ -15,7 +15,6 @@ apology with that id.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from typing import Any, Literal
@@ -24,26 +23,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.broker import Broker, Job, JobState, Refused, new_job_id
-from bot.buttons import cancel_view
+from bot.broker import Broker, Job, JobState
+from bot.conversations import Conversation, InteractionConversation, MessageConversation
 from bot.delivery import Delivery, JobMeta
-from bot.inputs import inputs_on_result, referenced_attachments
+from bot.inputs import referenced_attachments, rerun_inputs
+from bot.intake import Intake
 from bot.options import (
     Caps,
     JobOptions,
     OptionError,
     RerunSpec,
-    build_settings,
     parse_color,
     parse_strength,
-    strength_label,
 )
-from bot.conversations import Conversation, InteractionConversation, MessageConversation
-from bot.replies import status_text
 from bot.settings import Settings
 from bot.texts import help_text, queue_text
-from bot.validation import InputProblem, Inputs, choose_inputs, read_and_check
-from engine.jobs import JobRequest
+from bot.validation import InputProblem, Inputs, choose_inputs
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +84,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
         self.queue = broker.queue
         self.delivery = delivery
         self.caps = Caps(max_size=settings.bot.max_size, max_iterations=settings.bot.max_iterations)
-        self.closing = False
-        self._decode_lock = asyncio.Semaphore(1)
+        self.intake = Intake(settings=settings, broker=broker, delivery=delivery, caps=self.caps)
 
     @property
     def prefix(self) -> str:
@@ -288,21 +282,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
             await conv.say(refusal)
             return
         try:
-            if spec.source == "m":
-                channel = self.bot.get_channel(spec.channel_id) or await self.bot.fetch_channel(
-                    spec.channel_id
-                )
-                # Never fetch across servers, whatever a custom id says.
-                source_guild = getattr(getattr(channel, "guild", None), "id", None)
-                if source_guild != getattr(interaction.guild, "id", None):
-                    raise PermissionError("the source is in another server")
-                source = await channel.fetch_message(spec.message_id)  # type: ignore[union-attr]
-                referenced = await referenced_attachments(self.bot, source)
-                inputs = choose_inputs(
-                    source.attachments, referenced, max_styles=self.settings.bot.max_styles
-                )
-            else:
-                inputs = inputs_on_result(interaction.message)
+            inputs = await rerun_inputs(
+                self.bot, interaction, spec, max_styles=self.settings.bot.max_styles
+            )
         except discord.NotFound:
             await conv.say(
                 "⚠️ I can't find the original message with the images any more (was it deleted?), "
@@ -323,83 +305,8 @@ class StylizeCog(commands.Cog, name="Stylize"):
             JobMeta(spec.next_options(), spec.source, spec.channel_id, spec.message_id),
         )
 
-    # -- queueing --------------------------------------------------------------------
-
     async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
-        """Validate, queue, acknowledge, and follow the job to its end. None if refused."""
-        refusal = self.not_taking_jobs()
-        if refusal:
-            await conv.say(refusal)
-            return None
-        try:
-            self.queue.check(conv.user.id)  # before downloading anything
-            settings, notes = build_settings(self.settings.engine.transfer, meta.options, self.caps)
-            checked = await read_and_check(
-                inputs, self.settings.engine.limits, decode_lock=self._decode_lock
-            )
-        except (Refused, OptionError, InputProblem) as e:
-            await conv.say(f"⚠️ {e}")
-            return None
-        meta.notes, meta.names, meta.reply_to = notes, checked.names, conv.reply_to
-        job = Job(
-            JobRequest(
-                new_job_id(),
-                checked.content,
-                checked.styles,
-                settings,
-                output_format=self.settings.engine.output.format,
-                limits=self.settings.engine.limits,
-            ),
-            user_id=conv.user.id,
-            channel_id=getattr(conv.channel, "id", 0),
-            guild_id=conv.guild.id if conv.guild else 0,
-            label=f"{checked.names[0]} in the style of {', '.join(checked.names[1:])}",
-        )
-        try:
-            await self.broker.submit(job, meta.to_json())  # durable before the member hears of it
-        except Refused as e:
-            await conv.say(f"⚠️ {e}")
-            return None
-        log.info(
-            "job %s queued for user %s at position %d: %dpx, %d iterations, strength %s",
-            job.id,
-            conv.user.id,
-            job.position,
-            settings.size,
-            settings.iterations,
-            strength_label(meta.options.strength),
-        )
-        await self.acknowledge(job, conv, meta)
-        return job
-
-    def not_taking_jobs(self) -> str | None:
-        if self.closing:
-            return "I'm restarting, so I'm not taking new jobs right now. Please try again in a minute."
-        if self.broker.runner.unavailable is not None:
-            return (
-                "😞 Sorry — my painter isn't working right now (a setup problem on the host's side, "
-                "and the host has been told in the log). Please try again later."
-            )
-        return None
-
-    async def acknowledge(self, job: Job, conv: Conversation, meta: JobMeta) -> None:
-        """Post the status message, remember where it is, and follow the job."""
-        text = status_text(job, note=self.delivery.note())
-        if meta.notes:
-            text += f"\n({'; '.join(meta.notes)})"
-        try:
-            handle = await conv.open_status(text, cancel_view(job.id))
-        except discord.HTTPException as e:
-            log.warning(
-                "job %s: could not post the status message (%s %s); cancelling it",
-                job.id,
-                e.status,
-                e.text,
-            )
-            self.queue.cancel(job.id, by=0, reason="Cancelled: I could not post in this channel.")
-            return
-        self.broker.status_message(job, handle.channel_id, handle.message_id)
-        self.delivery.follow(job, conv, self.delivery.start_status(job, handle, text), meta)
+        return await self.intake.submit(conv, inputs, meta)
 
 
 async def setup_cog(

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.client import StyleBot
 from bot.broker import JobState
+from bot.client import StyleBot
 
-from .conftest import SIZE, connected, shared_bot, decode, make_settings, png
+from .conftest import SIZE, connected, decode, make_settings, png, shared_bot
 from .fake_discord import FakeDiscord
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]

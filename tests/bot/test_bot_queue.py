@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from bot.engine_process import describe_exit
-from bot.pool import EnginePool
 from bot.broker.queue import (
     Job,
     JobQueue,
@@ -19,6 +17,8 @@ from bot.broker.queue import (
     UserLimitReached,
     ordinal,
 )
+from bot.engine_process import describe_exit
+from bot.pool import EnginePool
 from engine.jobs import ErrorKind, JobFailed, JobRequest, JobResult
 from engine.worker import WorkerOptions
 

@@ -159,6 +159,11 @@ async def test_jobs_survive_a_restart_and_are_answered_exactly_once(tmp_path, ba
             await until(
                 lambda: "Resumed after a restart" in last.content, 120, "resume", fake, tmp_path
             )
+            # The bot re-attaches before it connects to the gateway: wait for it to be there.
+            await until(
+                lambda: any(c.ready and not c.ws.closed for c in fake.gateway_connections),
+                60, "the gateway connection", fake, tmp_path,
+            )  # fmt: skip
             await fake.click_button(last, last.custom_ids[0], user=commands[-1].author)
             await until(lambda: "Cancelled" in last.content, 30, "the cancel", fake, tmp_path)
             await until(
