@@ -159,6 +159,12 @@ class RemoteWorker:
             return
         outcome = self.run_job(entry_id, from_wire(request))
         if self.stopping.is_set() and not self.cancel_asked(job_id):
+            # Mark the entry idle for longer than `dead_after`: the next free worker takes
+            # it over at once instead of waiting for this one to look dead.
+            idle = int(self.timing.dead_after * 1000) + 1
+            self.client.xclaim(
+                self.keys.work, self.keys.group, self.name, 0, [entry_id], idle=idle, justid=True
+            )
             log.info("job %s left for another worker (this one is stopping)", job_id)
             return
         self.answer(entry_id, job_id, bot, outcome)

@@ -176,3 +176,15 @@ def test_shards_setting_picks_the_auto_sharded_bot(tmp_path, shards, sharded, co
     assert isinstance(bot, commands.AutoShardedBot) == sharded
     assert bot.shard_count == count
     assert (tmp_path / "jobs.sqlite3").exists()
+
+
+def test_redis_settings_keep_the_password_out_of_logs_and_want_a_redis_url():
+    from bot.settings import QueueSettings
+    from engine.jobs import redis_where
+
+    assert redis_where("rediss://:s3cret@cache.example:6380/2") == "rediss://cache.example:6380/2"
+    assert "s3cret" not in redis_where("redis://user:s3cret@h/0")
+    with pytest.raises(ValueError, match="redis://"):
+        QueueSettings(backend="redis", redis_url="http://cache.example")
+    with pytest.raises(ValueError, match="backend"):
+        QueueSettings(backend="kafka")

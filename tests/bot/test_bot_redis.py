@@ -132,7 +132,8 @@ async def test_with_no_worker_jobs_wait_and_members_are_told(setup):
     assert isinstance(await asyncio.wait_for(job.outcome(), 30), JobResult)
 
 
-async def test_a_worker_killed_mid_job_hands_it_to_the_other_once(setup):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+async def test_a_worker_killed_mid_job_hands_it_to_the_other_once(setup, sig):
     broker, workers, keys, server = setup
     workers.start("w1")
     workers.start("w2")
@@ -144,7 +145,7 @@ async def test_a_worker_killed_mid_job_hands_it_to_the_other_once(setup):
     [pending] = client.xpending_range(keys.work, keys.group, "-", "+", 1)
     running_on = pending["consumer"].decode()
     killed = time.monotonic()
-    workers.kill(running_on)
+    workers.kill(running_on, sig)  # SIGTERM: it leaves the job instead of answering it
     other = {"w1": "w2", "w2": "w1"}[running_on]
     await until(
         lambda: (p := client.xpending_range(keys.work, keys.group, "-", "+", 1))
@@ -157,7 +158,7 @@ async def test_a_worker_killed_mid_job_hands_it_to_the_other_once(setup):
     await asyncio.sleep(1)
     assert client.xlen(keys.answers()) == 0 and client.xpending(keys.work, keys.group)["pending"] == 0
     assert redelivered < 10, redelivered
-    print(f"\nworker death -> redelivery: {redelivered:.2f} s (dead_after 1.5 s)")
+    print(f"\nworker {sig.name} -> redelivery: {redelivered:.2f} s (dead_after 1.5 s)")
 
 
 async def test_a_poison_job_fails_after_n_tries_and_the_queue_goes_on(setup):
