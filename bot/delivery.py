@@ -289,8 +289,26 @@ class Delivery:
         if handle is None:
             handle = await conv.open_status(text, view)
             self.broker.status_message(job, handle.channel_id, handle.message_id)
+        if job.finished and await self.already_posted(conv, job, handle.message_id):
+            log.info("job %s: its answer was posted just before the restart", job.id)
+            await self.broker.delivered(job)
+            await self.start_status(job, handle, text).delete()
+            return
         log.info("job %s resumed (%s)", job.id, job.state.value)
         self.follow(job, conv, self.start_status(job, handle, text), meta)
+
+    async def already_posted(self, conv: Conversation, job: Job, after: int) -> bool:
+        """Whether the result is in the channel already: the bot may have been killed
+        between posting it and marking it delivered. Looks at what came after the status
+        message; if it cannot look, it assumes not (at worst a result is posted twice)."""
+        name = f"stylized-{job.id}."
+        try:
+            async for message in conv.channel.history(limit=100, after=discord.Object(after)):
+                if any(a.filename.startswith(name) for a in message.attachments):
+                    return True
+        except discord.HTTPException as e:
+            log.warning("job %s: could not read the channel's history (%s)", job.id, e.status)
+        return False
 
     async def restarting(self, timeout: float) -> None:
         """Say in every status message that the bot is restarting (for at most `timeout`

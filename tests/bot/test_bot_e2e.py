@@ -463,3 +463,42 @@ async def test_channel_and_role_rules(engines):
                 and inter.callback_data["flags"] & 64
             )
             assert not queue.waiting and not queue.running and fake.downloads == []
+
+
+async def test_an_answer_posted_just_before_a_crash_is_not_posted_again(engines, tmp_path):
+    """The bot was killed after posting a result and before marking it delivered: on the
+    next start it finds the result in the channel and does not post it twice."""
+    from bot.broker import Broker
+    from bot.broker.journal import Journal
+    from engine.jobs import JobRequest, JobResult
+
+    queue, pool = engines
+    journal = Journal(tmp_path / "jobs.sqlite3")
+    async with FakeDiscord() as fake:
+        # What the channel held when the bot died (posted as the bot: no bot is connected
+        # to receive a member's message now, and only the ids matter here).
+        command = await fake.send_message("!stylize", author=fake.bot_user)
+        status = await fake.send_message("🎨 Painting", author=fake.bot_user, reference=command)
+        request = JobRequest("0badc0de", PHOTO[1], (STYLE[1],))
+        journal.add(
+            request, guild_id=fake.guild_id, channel_id=fake.general.id, user_id=fake.alice.id,
+            label="photo.png in the style of starry.png",
+            meta={"options": {}, "source": "m", "reply_to": command.id},
+        )  # fmt: skip
+        journal.set_status_message("0badc0de", fake.general.id, status.id)
+        journal.answer("0badc0de", "done", JobResult("0badc0de", PHOTO[1], "png", 48, 36, 1.0, 1, 4, 0.1))
+        await fake.send_message(
+            "here it is", author=fake.bot_user, attachments=[("stylized-0badc0de.png", PHOTO[1])]
+        )
+        settings = make_settings()
+        bot = StyleBot(
+            settings=settings,
+            broker=Broker(queue=queue, runner=pool, journal=journal),
+            own_engines=False,
+        )
+        async with fake.running(bot, token=settings.token.reveal()):
+            async with asyncio.timeout(10):
+                while not journal.delivered("0badc0de"):
+                    await asyncio.sleep(0.05)
+        results = [m for m in fake.messages.values() if "stylized-0badc0de.png" in m.filenames]
+        assert len(results) == 1 and fake.messages[status.id].deleted
