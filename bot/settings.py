@@ -52,7 +52,7 @@ class BotSettings:
     engine_start_timeout: float = 600.0
     engine_restart_limit: int = 3
     cancel_grace: float = 30.0
-    shutdown_grace: float = 10.0
+    shutdown_grace: float = 10.0  # unused since jobs survive restarts; old files still load
     allow_download: bool = True
     log_level: str = "INFO"
     shards: int | str = 1
