@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
 from discord.ext import commands
 
-from bot.cogs.stylize import CancelButton, RerunButton, StylizeCog, setup_cog
-from bot.queue import EnginePool, JobQueue
+from bot.broker import Broker
+from bot.broker.local import local_broker
+from bot.buttons import ALL_BUTTONS
+from bot.cogs.stylize import StylizeCog, setup_cog
+from bot.delivery import Delivery
 from bot.settings import Settings
-from engine.worker import WorkerOptions
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_MESSAGE = (
-    "The bot is shutting down for now, so this job was stopped. Please try again later."
-)
+SHUTDOWN_MESSAGE = "The bot is restarting; this job keeps its place."
+RESTART_NOTE_BUDGET = 5.0  # seconds for the "restarting" edits (docker's stop grace is 10)
 
 
 def intents() -> discord.Intents:
@@ -34,8 +36,7 @@ class StyleBot(commands.Bot):
         self,
         *,
         settings: Settings,
-        queue: JobQueue,
-        pool: EnginePool,
+        broker: Broker,
         own_engines: bool = True,
         **options,
     ) -> None:
@@ -51,17 +52,33 @@ class StyleBot(commands.Bot):
             **options,
         )
         self.settings = settings
-        self.queue = queue
-        self.pool = pool
+        self.broker = broker
+        self.delivery = Delivery(broker=broker, settings=settings)
         self.own_engines = own_engines  # False when tests share one pool between bots
         self.cog: StylizeCog | None = None
         self._shut_down = False
 
+    @property
+    def queue(self):
+        return self.broker.queue
+
+    @property
+    def pool(self):
+        return self.broker.runner
+
     async def setup_hook(self) -> None:
-        if not self.pool._tasks:
-            self.pool.start()  # engines load in the background; jobs wait in the queue meanwhile
-        self.cog = await setup_cog(self, settings=self.settings, queue=self.queue, pool=self.pool)
-        self.add_dynamic_items(CancelButton, RerunButton)  # buttons survive restarts
+        self.cog = await setup_cog(
+            self, settings=self.settings, broker=self.broker, delivery=self.delivery
+        )
+        self.add_dynamic_items(*ALL_BUTTONS)  # buttons survive restarts
+        # Before the gateway connects, so no new command can arrive first: the REST calls
+        # that re-attach the status messages work once logged in, which we are here.
+        resumed = await self.delivery.resume(self)
+        if resumed:
+            log.info("resumed %d job(s) from before the restart", resumed)
+        # Only now: the runner must know which jobs are already with a worker before it
+        # hands out more. Engines load in the background; jobs wait in the queue meanwhile.
+        self.broker.start()
         if self.settings.bot.sync_commands:
             await self.sync_commands()
 
@@ -105,53 +122,54 @@ class StyleBot(commands.Bot):
         log.error("command %s failed", ctx.command, exc_info=error)
 
     async def shutdown(self, *, reason: str = SHUTDOWN_MESSAGE) -> None:
-        """Stop taking jobs, tell waiting members, finish or cancel running jobs, close engines."""
+        """SIGTERM: stop taking jobs, tell each status message the bot is restarting, end
+        the engines (in threads) and close, keeping every job in the journal for the next
+        start. About 5 s at most, under docker's 10-s stop grace."""
         if self._shut_down:
             return
         self._shut_down = True
         log.info(
-            "shutting down: no new jobs; %d waiting, %d running",
+            "restarting: no new jobs; %d waiting and %d running stay in the journal",
             len(self.queue.waiting),
             len(self.queue.running),
         )
         if self.cog is not None:
-            self.cog.closing = True
+            self.cog.intake.closing = True
+        # The notes and the engines' end run side by side: under load, or with Discord's
+        # edit rate limits, the notes can take seconds, and the 8-s budget is for both.
+        ending = [self.delivery.restarting(timeout=RESTART_NOTE_BUDGET)]
         if self.own_engines:
-            await self.pool.stop(grace=self.settings.bot.shutdown_grace, reason=reason)
-        if self.cog is not None:
-            await self.cog.wait_for_replies(timeout=30)
+            ending.append(self.broker.detach(reason))
+        await asyncio.gather(*ending)
         await self.close()
 
     async def close(self) -> None:
         if not self._shut_down and self.own_engines and not self.is_closed():
             # Closed without shutdown() (a fatal gateway error): still end the engines.
             self._shut_down = True
-            await self.pool.stop(grace=0, reason=SHUTDOWN_MESSAGE)
+            await self.broker.detach(reason=SHUTDOWN_MESSAGE)
         await super().close()
 
 
+class ShardedStyleBot(StyleBot, commands.AutoShardedBot):
+    """The same bot on several gateway connections (Discord requires it from 2,500 servers)."""
+
+
 def build_bot(settings: Settings, **options) -> StyleBot:
-    """Wire the queue, the engine pool and the bot from settings."""
-    queue = JobQueue(
-        max_waiting=settings.bot.queue_size, per_user_limit=settings.bot.per_user_limit
+    """Wire the broker and the bot from settings; `[bot] shards` picks the class."""
+    shards = settings.bot.shards
+    if shards == 1:
+        return StyleBot(settings=settings, broker=build_broker(settings), **options)
+    count = None if shards == "auto" else int(shards)
+    return ShardedStyleBot(
+        settings=settings, broker=build_broker(settings), shard_count=count, **options
     )
-    pool = EnginePool(
-        queue=queue,
-        options=worker_options(settings),
-        count=settings.bot.engines,
-        start_timeout=settings.bot.engine_start_timeout,
-        restart_limit=settings.bot.engine_restart_limit,
-        cancel_grace=settings.bot.cancel_grace,
-    )
-    return StyleBot(settings=settings, queue=queue, pool=pool, **options)
 
 
-def worker_options(settings: Settings, **overrides) -> WorkerOptions:
-    options = {
-        "weights": settings.engine.weights,
-        "allow_download": settings.bot.allow_download,
-        "log_level": settings.bot.log_level,
-        "device": settings.engine.transfer.device,
-        "network": settings.engine.transfer.network,
-    }
-    return WorkerOptions(**{**options, **overrides})
+def build_broker(settings: Settings) -> Broker:
+    """`[queue] backend`: the SQLite journal and local engines, or Redis and remote workers."""
+    if settings.queue.backend == "redis":
+        from bot.broker.remote import redis_broker
+
+        return redis_broker(settings)
+    return local_broker(settings)

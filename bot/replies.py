@@ -1,18 +1,10 @@
-"""How the bot talks back about one job: the conversation it came from, the one
-status message it keeps editing, and the result file sized to fit the server.
-
-Two conversations: a text command (`!stylize`: the ack and the result are replies to
-the member's message) and an interaction (slash command or button: the deferred
-response becomes the status message, the result is a follow-up). Interaction
-tokens expire after 15 minutes, so past `TOKEN_TTL` both fall back to the plain
-channel endpoints, which work on the bot's own messages for as long as it can see
-the channel.
-"""
+"""How the bot talks about one job: its status text, the one status message it keeps
+editing, and the result file sized to fit the server. Where the messages go is
+bot/conversations.py."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -21,14 +13,13 @@ from typing import Any
 
 import discord
 
-from bot.queue import Job, JobState, ordinal
+from bot.broker.queue import Job, JobState, ordinal
+from bot.conversations import KEEP, StatusHandle
 from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
 
 log = logging.getLogger(__name__)
 
-TOKEN_TTL = 14 * 60  # seconds; Discord's interaction tokens last 15 minutes
 BAR_SEGMENTS = 10
-KEEP = object()  # "leave the preview as it is" in StatusMessage edits
 
 
 # --- text -----------------------------------------------------------------------------
@@ -68,15 +59,19 @@ def eta(job: Job) -> float | None:
     return p.elapsed / fraction * (1.0 - fraction)
 
 
-def status_text(job: Job, *, warming_up: bool = False) -> str:
+def status_text(job: Job, *, note: str = "") -> str:
+    """The status message of a job; `note` (waiting for the painter) goes under a queued one."""
     ref = f"job `{job.id}`"
     if job.cancelled_by is not None and not job.finished:
         return f"🛑 Stopping… ({ref})"
     if job.state == JobState.QUEUED:
         place = "next in line" if job.position == 1 else f"{ordinal(job.position)} in line"
-        text = f"⏳ Queued — you are {place}. ({ref})"
-        if warming_up:
-            text += "\nThe painter is still warming up; this can take a minute after a restart."
+        if job.resumed:
+            text = f"⏳ Resumed after a restart — you are {place}. ({ref})"
+        else:
+            text = f"⏳ Queued — you are {place}. ({ref})"
+        if note:
+            text += f"\n{note}"
         return text
     if job.state == JobState.RUNNING:
         p = job.progress
@@ -115,166 +110,6 @@ def failure_text(job: Job, failure: JobFailed) -> str:
     return f"😞 Sorry — something went wrong on my side. The host can look it up in the log: {ref}."
 
 
-# --- conversations --------------------------------------------------------------------
-
-
-def fresh_file(name: str, data: bytes, description: str | None = None) -> discord.File:
-    # A File is consumed by one send; every attempt gets a new one.
-    return discord.File(io.BytesIO(data), filename=name, description=description)
-
-
-class StatusHandle:
-    """The status message, wherever it lives."""
-
-    async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
-        raise NotImplementedError
-
-    async def delete(self) -> None:
-        raise NotImplementedError
-
-
-def _edit_kwargs(content: str, preview: Any, view: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"content": content}
-    if preview is not KEEP:
-        kwargs["attachments"] = [] if preview is None else [fresh_file("preview.png", preview)]
-    if view is not KEEP:
-        kwargs["view"] = view
-    return kwargs
-
-
-class MessageStatus(StatusHandle):
-    def __init__(self, message: discord.Message) -> None:
-        self.message = message
-
-    async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
-        self.message = await self.message.edit(**_edit_kwargs(content, preview, view))
-
-    async def delete(self) -> None:
-        await self.message.delete()
-
-
-class InteractionStatus(StatusHandle):
-    def __init__(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        self.interaction = interaction
-        self.message_id = message.id
-        self.channel = interaction.channel
-
-    def _fresh(self) -> bool:
-        return time.time() - self.interaction.created_at.timestamp() < TOKEN_TTL
-
-    async def edit(self, *, content: str, preview: Any = KEEP, view: Any = KEEP) -> None:
-        kwargs = _edit_kwargs(content, preview, view)
-        if self._fresh():
-            await self.interaction.edit_original_response(**kwargs)
-        else:
-            await self.channel.get_partial_message(self.message_id).edit(**kwargs)
-
-    async def delete(self) -> None:
-        if self._fresh():
-            await self.interaction.delete_original_response()
-        else:
-            await self.channel.get_partial_message(self.message_id).delete()
-
-
-class Conversation:
-    """Where a job came from and how to answer there."""
-
-    user: discord.abc.User
-    channel: Any
-    guild: discord.Guild | None
-
-    async def say(self, content: str) -> None:
-        """A reply before anything is queued (an input problem, a refusal)."""
-        raise NotImplementedError
-
-    async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
-        raise NotImplementedError
-
-    async def send_result(
-        self, content: str, files: list[discord.File], view: discord.ui.View | None
-    ) -> discord.Message:
-        raise NotImplementedError
-
-    @property
-    def filesize_limit(self) -> int:
-        if self.guild is not None:
-            return self.guild.filesize_limit
-        return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
-
-    def result_mentions(self) -> discord.AllowedMentions:
-        # Ping the member whose painting is ready: never anyone else, roles or @everyone.
-        return discord.AllowedMentions(
-            everyone=False, roles=False, users=[self.user], replied_user=False
-        )
-
-
-class MessageConversation(Conversation):
-    def __init__(self, message: discord.Message) -> None:
-        self.message = message
-        self.user = message.author
-        self.channel = message.channel
-        self.guild = message.guild
-
-    async def _reply(self, content: str, **kwargs: Any) -> discord.Message:
-        """A message in the channel answering the command (still sent if it was deleted)."""
-        return await self.channel.send(
-            content, reference=self.message.to_reference(fail_if_not_exists=False), **kwargs
-        )
-
-    async def say(self, content: str) -> None:
-        await self._reply(content, mention_author=False)
-
-    async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
-        return MessageStatus(await self._reply(content, view=view, mention_author=False))
-
-    async def send_result(
-        self, content: str, files: list[discord.File], view: discord.ui.View | None
-    ) -> discord.Message:
-        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
-        return await self._reply(
-            content, files=files, allowed_mentions=self.result_mentions(), **kwargs
-        )
-
-
-class InteractionConversation(Conversation):
-    """A slash command or button press; the caller has deferred it with thinking=True."""
-
-    def __init__(self, interaction: discord.Interaction) -> None:
-        self.interaction = interaction
-        self.user = interaction.user
-        self.channel = interaction.channel
-        self.guild = interaction.guild
-
-    def _fresh(self) -> bool:
-        return time.time() - self.interaction.created_at.timestamp() < TOKEN_TTL
-
-    async def say(self, content: str) -> None:
-        await self.interaction.edit_original_response(content=content)
-
-    async def open_status(self, content: str, view: discord.ui.View) -> StatusHandle:
-        message = await self.interaction.edit_original_response(content=content, view=view)
-        return InteractionStatus(self.interaction, message)
-
-    async def send_result(
-        self, content: str, files: list[discord.File], view: discord.ui.View | None
-    ) -> discord.Message:
-        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
-        if self._fresh():
-            return await self.interaction.followup.send(
-                content, files=files, wait=True, allowed_mentions=self.result_mentions(), **kwargs
-            )
-        return await self.channel.send(
-            content, files=files, allowed_mentions=self.result_mentions(), **kwargs
-        )
-
-    @property
-    def filesize_limit(self) -> int:
-        limit = getattr(self.interaction, "filesize_limit", None)
-        if self.guild is not None:
-            return min(self.guild.filesize_limit, limit or self.guild.filesize_limit)
-        return limit or discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
-
-
 # --- the status message -----------------------------------------------------------------
 
 
@@ -285,7 +120,7 @@ class StatusMessage:
     handle: StatusHandle
     job: Job
     interval: float
-    warming_up: Any = None  # () -> bool
+    note: Any = None  # () -> str: why the queue is not moving, if it is not
     _want_text: str = ""
     _want_preview: bytes | None = None
     _sent_text: str = ""
@@ -306,7 +141,7 @@ class StatusMessage:
     def on_job(self, job: Job) -> None:
         if job.finished:
             return
-        self._want_text = status_text(job, warming_up=bool(self.warming_up and self.warming_up()))
+        self._want_text = status_text(job, note=self.note() if self.note else "")
         if job.progress is not None and job.progress.preview_png:
             self._want_preview = job.progress.preview_png
         self._changed.set()

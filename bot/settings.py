@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import (PROJECT_ROOT, ConfigError, EngineConfig, engine_config, load_raw,
-                           map_dataclass)
+from engine.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    EngineConfig,
+    engine_config,
+    load_raw,
+    map_dataclass,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +52,10 @@ class BotSettings:
     engine_start_timeout: float = 600.0
     engine_restart_limit: int = 3
     cancel_grace: float = 30.0
-    shutdown_grace: float = 10.0
+    shutdown_grace: float = 10.0  # unused since jobs survive restarts; old files still load
     allow_download: bool = True
     log_level: str = "INFO"
+    shards: int | str = 1
 
     def __post_init__(self) -> None:
         # TOML gives lists; keep the dataclass hashable and immutable.
@@ -75,8 +82,34 @@ class BotSettings:
             problems.append("engine_restart_limit must not be negative")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.shards != "auto" and not (isinstance(self.shards, int) and self.shards >= 1):
+            problems.append('shards must be "auto" or a number of shards, at least 1')
         if problems:
             raise ValueError("; ".join(problems))
+
+
+QUEUE_BACKENDS = ("local", "redis")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The `[queue]` table: where accepted jobs are kept until they are answered."""
+
+    backend: str = "local"
+    data_dir: str = "data"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = "stylebot"
+    bot_name: str = "bot"
+
+    def __post_init__(self) -> None:
+        if self.backend not in QUEUE_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(QUEUE_BACKENDS)}")
+        if not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url must start with redis:// or rediss:// (TLS)")
+
+    def data_path(self) -> Path:
+        path = Path(self.data_dir).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 class Secret:
@@ -110,6 +143,7 @@ class Settings:
     bot: BotSettings
     engine: EngineConfig
     token: Secret = field(default_factory=lambda: Secret(""))
+    queue: QueueSettings = field(default_factory=QueueSettings)
     config_path: Path | None = None
 
 
@@ -119,6 +153,10 @@ class MissingToken(ConfigError):
 
 def bot_settings(raw: Mapping[str, Any]) -> BotSettings:
     return map_dataclass(BotSettings, raw.get("bot", {}), "bot")
+
+
+def queue_settings(raw: Mapping[str, Any]) -> QueueSettings:
+    return map_dataclass(QueueSettings, raw.get("queue", {}), "queue")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
@@ -177,6 +215,7 @@ def load_settings(
         bot=bot_settings(raw),
         engine=engine_config(raw),
         token=find_token(environ, config_path),
+        queue=queue_settings(raw),
         config_path=config_path,
     )
     if require_token and not settings.token:

@@ -316,3 +316,157 @@ class EngineReady:
     device: str
     weights: str
     random_weights: bool
+
+
+# --- the wire format: messages as bytes + JSON, never pickle ----------------------------
+#
+# A journal on disk (the bot's SQLite file) and a broker shared with other machines
+# (Redis) both outlive the process that wrote a message, and may be read by another
+# version of the code: pickle would run whatever the bytes say and break on a renamed
+# class. So a message is a JSON header (its type and plain fields) followed by its
+# byte fields (images) as they are: b"SB1" | header length (4 bytes, big-endian) |
+# header | blob, blob, ... with each blob's length in the header.
+
+WIRE_MAGIC = b"SB1"
+_WIRE_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (JobRequest, Progress, JobResult, JobFailed, CancelJob, EngineReady)
+}
+_NESTED: dict[str, type] = {"settings": TransferSettings, "limits": ImageLimits}
+
+
+def _plain(value: Any, blobs: list[bytes]) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        blobs.append(bytes(value))
+        return {"$blob": len(blobs) - 1}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name), blobs) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v, blobs) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, blobs) for k, v in value.items()}
+    return value
+
+
+def _restore(value: Any, blobs: list[bytes]) -> Any:
+    # Every sequence in the contract is a tuple (the dataclasses are frozen and hashable).
+    if isinstance(value, list):
+        return tuple(_restore(v, blobs) for v in value)
+    if isinstance(value, dict):
+        if set(value) == {"$blob"}:
+            return blobs[value["$blob"]]
+        return {k: _restore(v, blobs) for k, v in value.items()}
+    return value
+
+
+def to_wire(message: Any) -> bytes:
+    """One contract message as bytes (see the format above)."""
+    import json
+
+    blobs: list[bytes] = []
+    body = _plain(message, blobs)
+    header = json.dumps(
+        {"type": type(message).__name__, "fields": body, "blobs": [len(b) for b in blobs]},
+        separators=(",", ":"),
+    ).encode()
+    return b"".join([WIRE_MAGIC, len(header).to_bytes(4, "big"), header, *blobs])
+
+
+def from_wire(data: bytes) -> Any:
+    """The message `to_wire` wrote; ValueError when the bytes are not one."""
+    import json
+
+    if data[:3] != WIRE_MAGIC:
+        raise ValueError("not a stylebot wire message")
+    size = int.from_bytes(data[3:7], "big")
+    header = json.loads(data[7 : 7 + size])
+    blobs, offset = [], 7 + size
+    for length in header["blobs"]:
+        blobs.append(bytes(data[offset : offset + length]))
+        offset += length
+    cls = _WIRE_TYPES.get(header["type"])
+    if cls is None:
+        raise ValueError(f"unknown message type {header['type']!r}")
+    known = {f.name for f in fields(cls)}
+    values = {k: _restore(v, blobs) for k, v in header["fields"].items() if k in known}
+    for name, nested in _NESTED.items():
+        if isinstance(values.get(name), dict):
+            values[name] = nested(**values[name])
+    if "kind" in values:
+        values["kind"] = ErrorKind(values["kind"])
+    if "losses" in values:
+        values["losses"] = dict(values["losses"])
+    return cls(**values)
+
+
+# Exit status of an engine process that could not load its weights: a host problem that
+# restarting the process does not fix (engine/worker.py exits with it; the bot reads it).
+WORKER_EXIT_WEIGHTS = 3
+
+
+# --- the redis backend's keys (shared by the bot and the workers) ----------------------
+
+REDIS_RESULT_TTL = 7 * 24 * 3600  # seconds an answer waits in Redis for its bot to post it
+
+
+def redis_where(url: str) -> str:
+    """A redis:// URL without its password, for log lines (the password is never logged)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    """Where each thing lives in Redis, for one bot (`bot`) under one `prefix`.
+
+    work      stream of job ids, read by the workers' consumer group `group`; an entry
+              is acknowledged (XACK) only in the transaction that stores its answer
+    job:ID    hash: request (wire bytes), bot, meta, ids, state; outcome once answered
+    jobs:BOT  sorted set of that bot's unanswered or undelivered job ids, by seq
+    progress:ID  capped stream of the job's Progress events (wire bytes)
+    cancel:ID    key whose existence asks the worker to stop the job
+    answers:BOT  stream of ids of that bot's answered jobs (the bot's doorbell)
+    workers   sorted set: worker name -> last heartbeat (ms); workers:info: name -> JSON
+    """
+
+    prefix: str = "stylebot"
+    bot: str = "bot"
+    group: str = "workers"
+
+    @property
+    def work(self) -> str:
+        return f"{self.prefix}:work"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs:{self.bot}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def workers_info(self) -> str:
+        return f"{self.prefix}:workers:info"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def progress(self, job_id: str) -> str:
+        return f"{self.prefix}:progress:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def answers(self, bot: str | None = None) -> str:
+        return f"{self.prefix}:answers:{bot or self.bot}"
+
+    def delivered(self, job_id: str) -> str:
+        return f"{self.prefix}:delivered:{job_id}"

@@ -27,17 +27,25 @@ import queue
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import WeightsSettings
 from engine.errors import Cancelled, InputError, WeightsError
-from engine.jobs import CancelJob, EngineReady, ErrorKind, JobFailed, JobRequest, JobResult
+from engine.jobs import (
+    WORKER_EXIT_WEIGHTS,
+    CancelJob,
+    EngineReady,
+    ErrorKind,
+    JobFailed,
+    JobRequest,
+    JobResult,
+)
 
 log = logging.getLogger(__name__)
 
-EXIT_WEIGHTS = 3
+EXIT_WEIGHTS = WORKER_EXIT_WEIGHTS
 EXIT_STARTUP = 4
 _STOP = object()
 
@@ -54,6 +62,15 @@ class WorkerOptions:
     # "module:callable" building the engine from these options. Empty = the real
     # TensorFlow engine; unit tests of the bot's queue name a fake one here.
     engine_factory: str = ""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> WorkerOptions:
+        """Options sent as plain data (the bot does not import this module)."""
+        values = dict(values)
+        weights = values.get("weights")
+        if isinstance(weights, Mapping):
+            values["weights"] = WeightsSettings(**weights)
+        return cls(**values)
 
 
 def real_engine(options: WorkerOptions) -> Any:
@@ -163,8 +180,10 @@ def run_one(
         return failure
 
 
-def main(conn: Any, options: WorkerOptions = WorkerOptions()) -> None:
+def main(conn: Any, options: WorkerOptions | Mapping[str, Any] = WorkerOptions()) -> None:
     """The engine process's entry point (the target of multiprocessing.Process)."""
+    if not isinstance(options, WorkerOptions):
+        options = WorkerOptions.from_mapping(options)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=options.log_level.upper(),
@@ -220,3 +239,9 @@ def _send_quietly(conn: Any, message: Any) -> None:
         conn.send(message)
     except (BrokenPipeError, OSError):
         pass
+
+
+if __name__ == "__main__":  # python -m engine.worker --broker redis://...: a remote worker
+    from engine.remote_worker import main as remote_main
+
+    sys.exit(remote_main())

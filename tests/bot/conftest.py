@@ -19,9 +19,12 @@ import numpy as np
 import pytest_asyncio
 from PIL import Image
 
-from bot.client import StyleBot, worker_options
-from bot.queue import EnginePool, JobQueue
-from bot.settings import Secret, Settings, bot_settings
+from bot.broker import Broker, JobQueue
+from bot.broker.journal import Journal
+from bot.broker.local import engine_pool, local_queue
+from bot.client import StyleBot
+from bot.pool import EnginePool
+from bot.settings import Secret, Settings, bot_settings, queue_settings
 from engine.config import deep_merge, engine_config, load_raw
 
 from .fake_discord import FakeDiscord
@@ -33,6 +36,7 @@ def make_settings(
     bot: dict[str, Any] | None = None,
     engine: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    queue: dict[str, Any] | None = None,
 ) -> Settings:
     raw = deep_merge(
         load_raw(None),
@@ -57,7 +61,12 @@ def make_settings(
             },
         },
     )
-    return Settings(bot=bot_settings(raw), engine=engine_config(raw), token=Secret("fake-token"))
+    return Settings(
+        bot=bot_settings(raw),
+        engine=engine_config(raw),
+        token=Secret("fake-token"),
+        queue=queue_settings(deep_merge(raw, {"queue": dict(queue or {})})),
+    )
 
 
 def png(width: int = 48, height: int = 36, seed: int = 0, *, fmt: str = "PNG") -> bytes:
@@ -78,19 +87,19 @@ def decode(data: bytes) -> Image.Image:
 
 
 def make_pool(settings: Settings, **overrides: Any) -> tuple[JobQueue, EnginePool]:
-    queue = JobQueue(
-        max_waiting=settings.bot.queue_size, per_user_limit=settings.bot.per_user_limit
+    queue = local_queue(settings)
+    return queue, engine_pool(settings, queue, backoff=(0.1,), **overrides)
+
+
+def memory_broker(queue: JobQueue, pool: EnginePool) -> Broker:
+    """A broker over a shared queue and pool with a journal in memory (no restarts)."""
+    return Broker(queue=queue, runner=pool, journal=Journal(":memory:"))
+
+
+def shared_bot(settings: Settings, queue: JobQueue, pool: EnginePool, **options: Any) -> StyleBot:
+    return StyleBot(
+        settings=settings, broker=memory_broker(queue, pool), own_engines=False, **options
     )
-    pool = EnginePool(
-        queue=queue,
-        options=worker_options(settings, **overrides),
-        count=settings.bot.engines,
-        start_timeout=settings.bot.engine_start_timeout,
-        restart_limit=settings.bot.engine_restart_limit,
-        cancel_grace=settings.bot.cancel_grace,
-        backoff=(0.1,),
-    )
-    return queue, pool
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -118,7 +127,7 @@ class Harness:
                 while self.bot.queue.waiting or self.bot.queue.running:
                     await asyncio.sleep(0.02)
                 if self.bot.cog is not None:
-                    await self.bot.cog.wait_for_replies(timeout)
+                    await self.bot.delivery.wait(timeout)
         except TimeoutError:
             raise AssertionError(
                 f"jobs still busy after {timeout} s: waiting {self.bot.queue.waiting}, "
@@ -135,7 +144,7 @@ async def connected(
     # The queue's limits come from the settings of the test, the engine from the module.
     queue.max_waiting, queue.per_user_limit = settings.bot.queue_size, settings.bot.per_user_limit
     async with FakeDiscord(**fake_options) as fake:
-        bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        bot = shared_bot(settings, queue, pool)
         async with fake.running(bot, token=settings.token.reveal()):
             harness = Harness(fake, bot)
             try:

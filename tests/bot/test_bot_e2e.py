@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.broker import JobState
 from bot.client import StyleBot
-from bot.queue import JobState
 
-from .conftest import SIZE, connected, decode, make_settings, png
+from .conftest import SIZE, connected, decode, make_settings, png, shared_bot
 from .fake_discord import FakeDiscord
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -362,7 +362,7 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
         settings = make_settings()
         queue, pool = engines
 
-        first_bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        first_bot = shared_bot(settings, queue, pool)
         async with fake.running(first_bot):
             command = await fake.send_message("!stylize seed:11", attachments=[PHOTO, STYLE])
             first = await result_message(fake)
@@ -370,11 +370,11 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
             slash_first = await result_message(fake, after=first.id)
             while queue.running or queue.waiting:
                 await asyncio.sleep(0.02)
-            await first_bot.cog.wait_for_replies()
+            await first_bot.delivery.wait()
         assert re.search(r"seed 11\b", first.content)
 
         # A new process would start from nothing: a new bot with no memory of the jobs.
-        second_bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        second_bot = shared_bot(settings, queue, pool)
         async with fake.running(second_bot):
             again_id = next(c for c in first.custom_ids if c.startswith("sb:run:a:"))
             click = await fake.click_button(first, again_id, user=fake.bob)
@@ -399,7 +399,7 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
             assert more.attachments[2].description == "Input style image: starry.png"
             while queue.running or queue.waiting:
                 await asyncio.sleep(0.02)
-            await second_bot.cog.wait_for_replies()
+            await second_bot.delivery.wait()
             assert fake.bot_errors == []
         if os.environ.get("STYLEBOT_E2E_TRANSCRIPT"):
             path = Path(os.environ["STYLEBOT_E2E_TRANSCRIPT"]).with_suffix(".buttons.txt")
@@ -448,7 +448,7 @@ async def test_channel_and_role_rules(engines):
             bot={"allowed_channels": [fake.art.id], "allowed_roles": [fake.mod_role_id]}
         )
         queue, pool = engines
-        bot = StyleBot(settings=settings, queue=queue, pool=pool, own_engines=False)
+        bot = shared_bot(settings, queue, pool)
         async with fake.running(bot):
             await fake.send_message("!stylize", attachments=[PHOTO, STYLE], author=fake.mod)
             wrong_channel = await fake.wait_for_bot_message()
@@ -463,3 +463,42 @@ async def test_channel_and_role_rules(engines):
                 and inter.callback_data["flags"] & 64
             )
             assert not queue.waiting and not queue.running and fake.downloads == []
+
+
+async def test_an_answer_posted_just_before_a_crash_is_not_posted_again(engines, tmp_path):
+    """The bot was killed after posting a result and before marking it delivered: on the
+    next start it finds the result in the channel and does not post it twice."""
+    from bot.broker import Broker
+    from bot.broker.journal import Journal
+    from engine.jobs import JobRequest, JobResult
+
+    queue, pool = engines
+    journal = Journal(tmp_path / "jobs.sqlite3")
+    async with FakeDiscord() as fake:
+        # What the channel held when the bot died (posted as the bot: no bot is connected
+        # to receive a member's message now, and only the ids matter here).
+        command = await fake.send_message("!stylize", author=fake.bot_user)
+        status = await fake.send_message("🎨 Painting", author=fake.bot_user, reference=command)
+        request = JobRequest("0badc0de", PHOTO[1], (STYLE[1],))
+        journal.add(
+            request, guild_id=fake.guild_id, channel_id=fake.general.id, user_id=fake.alice.id,
+            label="photo.png in the style of starry.png",
+            meta={"options": {}, "source": "m", "reply_to": command.id},
+        )  # fmt: skip
+        journal.set_status_message("0badc0de", fake.general.id, status.id)
+        journal.answer("0badc0de", "done", JobResult("0badc0de", PHOTO[1], "png", 48, 36, 1.0, 1, 4, 0.1))
+        await fake.send_message(
+            "here it is", author=fake.bot_user, attachments=[("stylized-0badc0de.png", PHOTO[1])]
+        )
+        settings = make_settings()
+        bot = StyleBot(
+            settings=settings,
+            broker=Broker(queue=queue, runner=pool, journal=journal),
+            own_engines=False,
+        )
+        async with fake.running(bot, token=settings.token.reveal()):
+            async with asyncio.timeout(10):
+                while not journal.delivered("0badc0de"):
+                    await asyncio.sleep(0.05)
+        results = [m for m in fake.messages.values() if "stylized-0badc0de.png" in m.filenames]
+        assert len(results) == 1 and fake.messages[status.id].deleted

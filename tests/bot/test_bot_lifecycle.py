@@ -13,6 +13,8 @@ import signal
 import pytest
 
 from bot.__main__ import EXIT_OK, run
+from bot.broker import Broker
+from bot.broker.journal import Journal
 from bot.client import StyleBot, build_bot
 from engine.config import WeightsSettings
 
@@ -25,8 +27,8 @@ PHOTO = ("photo.png", png(48, 36, seed=1))
 STYLE = ("starry.png", png(36, 48, seed=2))
 
 
-async def test_sigterm_stops_taking_jobs_tells_users_and_exits_0():
-    settings = make_settings(bot={"shutdown_grace": 0.5})
+async def test_sigterm_stops_taking_jobs_tells_users_and_exits_0(tmp_path):
+    settings = make_settings(bot={"shutdown_grace": 0.5}, queue={"data_dir": str(tmp_path)})
     bots: list[StyleBot] = []
 
     def factory(s):
@@ -55,8 +57,11 @@ async def test_sigterm_stops_taking_jobs_tells_users_and_exits_0():
             assert await asyncio.wait_for(runner, 60) == EXIT_OK
 
         finals = [m.content for m in fake.bot_messages()]
-        assert sum("shutting down" in text for text in finals) == 2, finals  # running and waiting
+        assert sum("restarting" in text for text in finals) == 2, finals  # running and waiting
         assert bot.is_closed() and not engine.is_alive()
+        # Neither job was dropped: both wait in the journal for the next start.
+        pending = Journal(tmp_path / "jobs.sqlite3").pending()
+        assert len(pending) == 2 and all(e.outcome is None for e in pending)
 
 
 async def test_weights_problem_is_reported_clearly_and_not_restarted(caplog):
@@ -74,7 +79,7 @@ async def test_weights_problem_is_reported_clearly_and_not_restarted(caplog):
         await fake.send_message("!queue")
         listing = await fake.wait_for_bot_message(lambda m: "out of service" in m.content)
         assert listing
-    await pool.stop(grace=0)
+    await pool.stop(grace=0, reason="test over")
     assert pool.restarts == 0
     assert "vgg19.h5" in caplog.text and "out of service" in caplog.text
 
@@ -86,7 +91,8 @@ async def run_against(
 
     def factory(s):
         queue, pool = make_pool(s, engine_factory="tests.bot.fake_engine:make_engine")
-        bots.append(StyleBot(settings=s, queue=queue, pool=pool, guild_ready_timeout=0.05))
+        broker = Broker(queue=queue, runner=pool, journal=Journal(":memory:"))
+        bots.append(StyleBot(settings=s, broker=broker, guild_ready_timeout=0.05))
         return bots[0]
 
     with fake.patch_discord():

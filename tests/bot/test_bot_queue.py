@@ -8,17 +8,17 @@ import time
 
 import pytest
 
-from bot.queue import (
-    EnginePool,
+from bot.broker.queue import (
     Job,
     JobQueue,
     JobState,
     QueueClosed,
     QueueFull,
     UserLimitReached,
-    describe_exit,
     ordinal,
 )
+from bot.engine_process import describe_exit
+from bot.pool import EnginePool
 from engine.jobs import ErrorKind, JobFailed, JobRequest, JobResult
 from engine.worker import WorkerOptions
 

@@ -7,7 +7,7 @@ import itertools
 
 from PIL import Image
 
-from bot.queue import Job, JobState
+from bot.broker import Job, JobState
 from bot.replies import (
     done_fraction,
     duration,
@@ -45,7 +45,7 @@ def test_progress_bar_and_duration():
 def test_status_text_follows_the_job():
     assert status_text(job(position=1)) == "⏳ Queued — you are next in line. (job `abcd1234`)"
     assert "you are 3rd in line" in status_text(job(position=3))
-    assert "warming up" in status_text(job(), warming_up=True)
+    assert "warming up" in status_text(job(), note="The painter is still warming up.")
     assert status_text(job(JobState.RUNNING)) == "🎨 Starting… (job `abcd1234`)"
     running = job(JobState.RUNNING, progress=Progress(25, 100, {}, 10.0))
     assert status_text(running) == "🎨 Painting ▰▰▱▱▱▱▱▱▱▱ 25% · about 30 s left (job `abcd1234`)"

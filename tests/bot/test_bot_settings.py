@@ -15,6 +15,7 @@ import pytest
 from bot.settings import (
     BotSettings,
     MissingToken,
+    QueueSettings,
     RedactingFilter,
     Secret,
     bot_settings,
@@ -24,25 +25,26 @@ from bot.settings import (
 from engine.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError
 
 
-def test_default_toml_bot_table_matches_the_dataclass():
+@pytest.mark.parametrize("section, cls", [("bot", BotSettings), ("queue", QueueSettings)])
+def test_default_toml_tables_match_the_dataclasses(section, cls):
     raw = tomllib.loads(DEFAULT_CONFIG.read_text())
-    table = raw["bot"]
-    defaults = {f.name: f.default for f in dataclasses.fields(BotSettings)}
+    table = raw[section]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     assert list(table) == list(defaults), "same keys, same order"
-    parsed = BotSettings(**table)
-    assert parsed == BotSettings()
+    parsed = cls(**table)
+    assert parsed == cls()
     for name, value in table.items():
         assert type(value) is type(defaults[name]) or isinstance(defaults[name], tuple), name
 
 
-def test_every_bot_key_has_a_comment_line_above_it():
+def test_every_bot_and_queue_key_has_a_comment_line_above_it():
     lines = DEFAULT_CONFIG.read_text().splitlines()
     start = lines.index("[bot]")
-    assert start > 0 and all(not line.startswith("[") for line in lines[start + 1 :]), (
-        "[bot] is the last table"
-    )
+    assert start > 0 and [line for line in lines[start + 1 :] if line.startswith("[")] == [
+        "[queue]"
+    ], "[bot] and [queue] are the last tables"
     for i, line in enumerate(lines[start + 1 :], start + 1):
-        if line and not line.startswith("#"):
+        if line and not line.startswith(("#", "[")):
             assert lines[i - 1].startswith("# "), f"no comment above {line!r}"
 
 

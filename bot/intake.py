@@ -1,0 +1,117 @@
+"""Job intake: a member's images and options become a journalled, queued, acknowledged job.
+
+`Intake.submit` is shared by the text and slash forms of `stylize` and by the result
+buttons: refuse early (restarting, painter out of service, the member's limit: before
+anything is downloaded), validate the images in a bounded pool, journal the job through
+the broker (durable from here on), post the status message with its Cancel button, and
+hand the job to delivery to follow it to its one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+
+from bot.broker import Broker, Job, Refused, new_job_id
+from bot.buttons import cancel_view
+from bot.conversations import Conversation
+from bot.delivery import Delivery, JobMeta
+from bot.options import Caps, OptionError, build_settings, strength_label
+from bot.replies import status_text
+from bot.settings import Settings
+from bot.validation import InputProblem, Inputs, read_and_check
+from engine.jobs import JobRequest
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self, *, settings: Settings, broker: Broker, delivery: Delivery, caps: Caps
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.queue = broker.queue
+        self.delivery = delivery
+        self.caps = caps
+        self.closing = False  # set on SIGTERM: no new jobs
+        self._decode_lock = asyncio.Semaphore(1)
+
+    async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
+        """Validate, queue, acknowledge, and follow the job to its end. None if refused."""
+        refusal = self.not_taking_jobs()
+        if refusal:
+            await conv.say(refusal)
+            return None
+        try:
+            self.queue.check(conv.user.id)  # before downloading anything
+            settings, notes = build_settings(self.settings.engine.transfer, meta.options, self.caps)
+            checked = await read_and_check(
+                inputs, self.settings.engine.limits, decode_lock=self._decode_lock
+            )
+        except (Refused, OptionError, InputProblem) as e:
+            await conv.say(f"⚠️ {e}")
+            return None
+        meta.notes, meta.names, meta.reply_to = notes, checked.names, conv.reply_to
+        job = Job(
+            JobRequest(
+                new_job_id(),
+                checked.content,
+                checked.styles,
+                settings,
+                output_format=self.settings.engine.output.format,
+                limits=self.settings.engine.limits,
+                quality=self.settings.engine.output.quality,
+            ),
+            user_id=conv.user.id,
+            channel_id=getattr(conv.channel, "id", 0),
+            guild_id=conv.guild.id if conv.guild else 0,
+            label=f"{checked.names[0]} in the style of {', '.join(checked.names[1:])}",
+        )
+        try:
+            await self.broker.submit(job, meta.to_json())  # durable before the member hears of it
+        except Refused as e:
+            await conv.say(f"⚠️ {e}")
+            return None
+        log.info(
+            "job %s queued for user %s at position %d: %dpx, %d iterations, strength %s",
+            job.id,
+            conv.user.id,
+            job.position,
+            settings.size,
+            settings.iterations,
+            strength_label(meta.options.strength),
+        )
+        await self.acknowledge(job, conv, meta)
+        return job
+
+    def not_taking_jobs(self) -> str | None:
+        if self.closing:
+            return "I'm restarting, so I'm not taking new jobs right now. Please try again in a minute."
+        if self.broker.runner.unavailable is not None:
+            return (
+                "😞 Sorry — my painter isn't working right now (a setup problem on the host's side, "
+                "and the host has been told in the log). Please try again later."
+            )
+        return None
+
+    async def acknowledge(self, job: Job, conv: Conversation, meta: JobMeta) -> None:
+        """Post the status message, remember where it is, and follow the job."""
+        text = status_text(job, note=self.delivery.note())
+        if meta.notes:
+            text += f"\n({'; '.join(meta.notes)})"
+        try:
+            handle = await conv.open_status(text, cancel_view(job.id))
+        except discord.HTTPException as e:
+            log.warning(
+                "job %s: could not post the status message (%s %s); cancelling it",
+                job.id,
+                e.status,
+                e.text,
+            )
+            self.queue.cancel(job.id, by=0, reason="Cancelled: I could not post in this channel.")
+            return
+        self.broker.status_message(job, handle.channel_id, handle.message_id)
+        self.delivery.follow(job, conv, self.delivery.start_status(job, handle, text), meta)

@@ -1,0 +1,244 @@
+"""N engine processes on this machine taking jobs from one JobQueue (the local broker's runner).
+
+Each process is an `EngineClient` (bot/engine_process.py), fed one job at a time and
+restarted when it dies. A start that fails because of the weights is a host problem
+that restarting does not fix: that engine is marked broken at once, and when every
+engine is broken the waiting jobs fail with the reason and new ones are refused.
+Other start failures are retried with a back-off, `restart_limit` times in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bot.broker.queue import Job, JobQueue, Outcome, QueueClosed
+from bot.engine_process import EngineClient, EngineStartFailed
+from engine.jobs import ErrorKind, JobFailed, JobResult
+
+log = logging.getLogger(__name__)
+
+
+class EnginePool:
+    """N engine processes taking jobs from one JobQueue, restarted when they die."""
+
+    def __init__(
+        self,
+        *,
+        queue: JobQueue,
+        options: Mapping[str, Any],
+        count: int = 1,
+        start_timeout: float = 600.0,
+        restart_limit: int = 3,
+        cancel_grace: float = 30.0,
+        backoff: Iterable[float] = (1, 5, 15, 60),
+        context: Any = None,
+    ) -> None:
+        self.queue = queue
+        self.options = options
+        self.restart_limit = restart_limit
+        self.backoff = tuple(backoff)
+        self.clients = [
+            EngineClient(
+                name=f"engine-{i + 1}",
+                options=options,
+                start_timeout=start_timeout,
+                cancel_grace=cancel_grace,
+                context=context,
+            )
+            for i in range(count)
+        ]
+        self.broken: dict[str, JobFailed] = {}
+        self.ready_event = asyncio.Event()
+        self.restarts = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        queue.cancel_running = self._cancel_running
+
+    # -- state the bot shows -----------------------------------------------------------
+
+    @property
+    def unavailable(self) -> JobFailed | None:
+        """Why no engine can run jobs (every engine broken), else None."""
+        if self.clients and len(self.broken) == len(self.clients):
+            return next(iter(self.broken.values()))
+        return None
+
+    @property
+    def waiting_note(self) -> str:
+        """Said under queued jobs while no engine is ready."""
+        if self.ready_count == 0:
+            return "The painter is still warming up; this can take a minute after a restart."
+        return ""
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether an engine runs on random weights (test mode: results are not art)."""
+        return any(c.ready is not None and c.ready.random_weights for c in self.clients)
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for c in self.clients if c.ready is not None and c.alive)
+
+    def adopt(self, job: Job, state: str) -> bool:
+        return False  # the engines died with the bot: every unanswered job runs again
+
+    def start(self) -> None:
+        """Start every engine in the background; jobs wait in the queue meanwhile."""
+        if self._tasks:
+            return  # already started (tests share one pool between bots)
+        for client in self.clients:
+            self._tasks.append(
+                asyncio.get_running_loop().create_task(
+                    self._serve(client), name=f"{client.name}-serve"
+                )
+            )
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self.ready_event.wait(), timeout)
+
+    async def _serve(self, client: EngineClient) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await client.start()
+            except EngineStartFailed as error:
+                if self._stopping:
+                    return
+                failures += 1
+                detail = error.failure.detail.strip()
+                log.error(
+                    "%s could not start: %s%s",
+                    client.name,
+                    error.failure.message,
+                    f"\n{detail}" if detail and not error.permanent else "",
+                )
+                if error.permanent or failures > self.restart_limit:
+                    why = (
+                        "the host must fix the setup"
+                        if error.permanent
+                        else f"{failures} failed starts in a row"
+                    )
+                    log.critical(
+                        "%s is out of service (%s). Fix the problem and restart the bot.",
+                        client.name,
+                        why,
+                    )
+                    self._mark_broken(client, error.failure)
+                    return
+                await asyncio.sleep(self.backoff[min(failures - 1, len(self.backoff) - 1)])
+                continue
+            failures = 0
+            self.broken.pop(client.name, None)
+            self.ready_event.set()
+            if not await self._work(client):
+                return
+            if not self._stopping:
+                self.restarts += 1
+                log.info("%s: restarting the engine process", client.name)
+
+    async def _work(self, client: EngineClient) -> bool:
+        """Run jobs until the engine dies (True: restart it) or the queue closes (False)."""
+        while client.alive:
+            getter = asyncio.ensure_future(self.queue.get())
+            died = asyncio.ensure_future(client.wait_dead())
+            await asyncio.wait({getter, died}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                died.cancel()
+                await asyncio.gather(getter, return_exceptions=True)
+                return not self._stopping
+            died.cancel()
+            try:
+                job = getter.result()
+            except QueueClosed:
+                return False
+            outcome = await client.run(job)
+            if (
+                isinstance(outcome, JobFailed)
+                and outcome.kind == ErrorKind.ENGINE_DIED
+                and job.progress is None
+                and job.attempts < 2
+                and job.cancelled_by is None
+            ):
+                # The engine died before reporting any progress: most likely it died
+                # idle just as the job was handed over. Give the job one more try on
+                # the restarted engine (a job that kills it again fails then).
+                log.warning(
+                    "job %s: the engine died before starting it; it goes back to the front", job.id
+                )
+                self.queue.put_back(job)
+                continue
+            self._log_outcome(job, outcome)
+            self.queue.done(job, outcome)
+        return not self._stopping
+
+    @staticmethod
+    def _log_outcome(job: Job, outcome: Outcome) -> None:
+        if isinstance(outcome, JobResult):
+            log.info(
+                "job %s done in %.1f s (%d iterations, seed %d, %dx%d)",
+                job.id,
+                outcome.elapsed,
+                outcome.iterations,
+                outcome.seed,
+                outcome.width,
+                outcome.height,
+            )
+        elif outcome.kind in (ErrorKind.INTERNAL, ErrorKind.WEIGHTS):
+            log.error(
+                "job %s failed (%s): %s\n%s",
+                job.id,
+                outcome.kind.value,
+                outcome.message,
+                outcome.detail,
+            )
+        else:
+            log.info("job %s ended: %s: %s", job.id, outcome.kind.value, outcome.message)
+
+    def _mark_broken(self, client: EngineClient, failure: JobFailed) -> None:
+        self.broken[client.name] = failure
+        if self.unavailable is not None:
+            self.queue.fail_waiting(
+                lambda job: JobFailed(job.id, failure.kind, failure.message, failure.detail)
+            )
+
+    def _cancel_running(self, job: Job) -> None:
+        for client in self.clients:
+            if client.job is job:
+                client.cancel(job)
+
+    async def stop(self, *, grace: float = 10.0, reason: str = "The bot is shutting down.") -> None:
+        """Close the queue, give running jobs `grace` seconds, cancel them, end the processes."""
+        self._stopping = True
+        self.queue.close(reason)
+        running = [c.job for c in self.clients if c.job is not None]
+        if running:
+            log.info("waiting up to %g s for %d running job(s) to finish", grace, len(running))
+            waits = [asyncio.ensure_future(j.outcome()) for j in running]
+            _, pending = (
+                await asyncio.wait(waits, timeout=grace) if grace > 0 else (set(), set(waits))
+            )
+            for job in running:
+                if not job.finished:
+                    self.queue.cancel(job.id, by=0, reason=reason)
+            if pending:
+                await asyncio.wait(pending, timeout=max(c.cancel_grace for c in self.clients) + 5)
+        await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def abandon(self, timeout: float = 3.0) -> None:
+        """Stop at once without answering any job: the journal keeps them for the next
+        start. The serve loops end first, so a job whose engine goes away now is not
+        failed; the processes are then ended in a thread, off the event loop."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.to_thread(c.end_now, timeout) for c in self.clients), return_exceptions=True
+        )
