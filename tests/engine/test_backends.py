@@ -258,7 +258,7 @@ def test_device_loop_lowers_the_loss(engine, device_loop, optimizer, lr):
     settings = TINY.with_(optimizer=optimizer, learning_rate=lr)
     result = engine.stylize(smooth_photo(), [stripes_texture()], settings, on_progress=seen.append)
     assert [p.iteration for p in seen] == list(range(1, 21))
-    assert min(p.losses["total"] for p in seen) < 0.8 * seen[0].losses["total"]
+    assert min(p.losses["total"] for p in seen) < 0.85 * seen[0].losses["total"]
     assert 0 <= result.image.min() and result.image.max() <= 255 and np.isfinite(result.image).all()
     assert result.losses["total"] == seen[-1].losses["total"]
 
