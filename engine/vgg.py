@@ -158,8 +158,12 @@ class FeatureNetwork:
                     break
             else:  # pooling: the paper found average pooling "slightly more appealing"
                 pool_cls = keras.layers.AveragePooling2D if pooling == "avg" else keras.layers.MaxPooling2D
+                # "same": an odd-sized map keeps its last row and column (pooled over
+                # what there is). With VGG's "valid" pooling they were dropped, the image's
+                # last rows got no gradient from deeper layers, and on a 171-px-high
+                # output the bottom two rows came out tinted (-25 levels of green and blue).
                 x = pool_cls(pool_size=layer.pool_size, strides=layer.strides,
-                             padding=layer.padding, name=layer.name, dtype=dtype)(x)
+                             padding="same", name=layer.name, dtype=dtype)(x)
         return keras.Model(inputs, outputs, name=f"{self.key.network}_features")
 
     def _load(self, weights: VGGWeights) -> None:
