@@ -195,20 +195,3 @@ def token_help(config_path: Path | None) -> str:
         f"in {where} (keep that file private; .env is git-ignored).\n"
         "Get a token from https://discord.com/developers/applications -> your application -> Bot -> Reset Token."
     )
-
-
-class RedactingFilter(logging.Filter):
-    """Belt and braces: replaces the token in any log record that would contain it."""
-
-    def __init__(self, secret: Secret) -> None:
-        super().__init__()
-        self._secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        token = self._secret.reveal()
-        if token:
-            message = record.getMessage()
-            if token in message:
-                record.msg = message.replace(token, "[token hidden]")
-                record.args = None
-        return True
