@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from engine.jobs import COLOR_MODES, STRENGTH_STEPS, TransferSettings
+from engine.jobs import COLOR_MODES, MIN_IMAGE_SIDE, STRENGTH_STEPS, TransferSettings
 
 STRENGTH_MIN, STRENGTH_MAX = 0.01, 100.0
 MORE_STYLE = 3.0  # the "More style" / "Less style" buttons multiply / divide by this
 SEED_MAX = 2**31 - 1
-MIN_SIZE = 16  # VGG-19 pools five times: smaller outputs have nothing left to style
+MIN_SIZE = MIN_IMAGE_SIDE  # engine/jobs.py says why
 
 COLOR_ALIASES = {
     "none": "none",
@@ -103,7 +103,10 @@ def build_settings(
     notes: list[str] = []
     size = options.size if options.size is not None else min(base.size, caps.max_size)
     if size < MIN_SIZE:
-        raise OptionError(f"Size {size} is too small: use at least {MIN_SIZE} pixels.")
+        raise OptionError(
+            f"Size {size} is too small: use at least {MIN_SIZE} pixels (smaller pictures are too "
+            "small for the painter to see any style in)."
+        )
     if size > caps.max_size:
         notes.append(f"size capped at {caps.max_size} px")
         size = caps.max_size

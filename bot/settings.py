@@ -49,6 +49,9 @@ class BotSettings:
     shutdown_grace: float = 10.0
     allow_download: bool = True
     log_level: str = "INFO"
+    decode_workers: int = 4
+    decode_timeout: float = 5.0
+    decode_memory: int = 1024
 
     def __post_init__(self) -> None:
         # TOML gives lists; keep the dataclass hashable and immutable.
@@ -57,7 +60,7 @@ class BotSettings:
         problems = []
         if not self.command_prefix or self.command_prefix != self.command_prefix.strip():
             problems.append("command_prefix must be non-empty with no spaces around it")
-        for name in ("queue_size", "per_user_limit", "engines", "max_styles"):
+        for name in ("queue_size", "per_user_limit", "engines", "max_styles", "decode_workers"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         if self.max_size < 16:
@@ -68,7 +71,15 @@ class BotSettings:
             problems.append(
                 "edit_interval must be at least 0.5 seconds (Discord rate-limits edits)"
             )
-        for name in ("engine_start_timeout", "cancel_grace", "shutdown_grace"):
+        if self.decode_timeout <= 0:
+            problems.append("decode_timeout must be more than 0 seconds")
+        if self.decode_memory < 256:
+            problems.append("decode_memory must be at least 256 (MiB)")
+        for name in (
+            "engine_start_timeout",
+            "cancel_grace",
+            "shutdown_grace",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         if self.engine_restart_limit < 0:

@@ -42,6 +42,7 @@ from bot.options import (
     rerun_from_match,
     strength_label,
 )
+from bot.decoder import MiB, DecoderPool
 from bot.queue import EnginePool, Job, JobQueue, JobState, Refused, new_job_id
 from bot.replies import (
     Conversation,
@@ -61,6 +62,8 @@ from bot.validation import (
     Candidate,
     InputProblem,
     Inputs,
+    JobSides,
+    Validations,
     choose_inputs,
     format_bytes,
     label,
@@ -224,7 +227,13 @@ def result_view(
 
 class StylizeCog(commands.Cog, name="Stylize"):
     def __init__(
-        self, bot: commands.Bot, *, settings: Settings, queue: JobQueue, pool: EnginePool
+        self,
+        bot: commands.Bot,
+        *,
+        settings: Settings,
+        queue: JobQueue,
+        pool: EnginePool,
+        decoder: DecoderPool | None = None,
     ) -> None:
         self.bot = bot
         self.settings = settings
@@ -232,8 +241,21 @@ class StylizeCog(commands.Cog, name="Stylize"):
         self.pool = pool
         self.caps = Caps(max_size=settings.bot.max_size, max_iterations=settings.bot.max_iterations)
         self.closing = False
-        self._decode_lock = asyncio.Semaphore(1)
+        # issue 11: decodes in decoder processes with budgets; validations in progress
+        # count against the per-member limit.
+        self.decoder = decoder or DecoderPool(
+            workers=settings.bot.decode_workers,
+            timeout=settings.bot.decode_timeout,
+            memory=settings.bot.decode_memory * MiB,
+        )
+        self.validations = Validations()
         self._followers: set[asyncio.Task[None]] = set()
+
+    async def cog_load(self) -> None:
+        self.decoder.warm_up()
+
+    async def cog_unload(self) -> None:
+        await self.decoder.close()
 
     @property
     def prefix(self) -> str:
@@ -592,9 +614,18 @@ class StylizeCog(commands.Cog, name="Stylize"):
         try:
             self.queue.check(conv.user.id)  # before downloading anything
             settings, notes = build_settings(self.settings.engine.transfer, meta.options, self.caps)
-            checked = await read_and_check(
-                inputs, self.settings.engine.limits, decode_lock=self._decode_lock
-            )
+            with self.validations.claim(
+                conv.user.id,
+                jobs=len(self.queue.jobs_of(conv.user.id)),
+                limit=self.settings.bot.per_user_limit,
+            ):
+                checked = await read_and_check(
+                    inputs,
+                    self.settings.engine.limits,
+                    sides=JobSides.of(settings),
+                    decoder=self.decoder,
+                    owner=conv.user.id,
+                )
         except (Refused, OptionError, InputProblem) as e:
             await conv.say(f"⚠️ {e}")
             return None

@@ -26,7 +26,9 @@ from engine.config import deep_merge, engine_config, load_raw
 
 from .fake_discord import FakeDiscord
 
-SIZE = 40  # one output size for every e2e test: the engine traces its step once per shape
+# One output size for every e2e test: the engine traces its step once per shape. 48 keeps
+# the 48x36 photos at their size, above engine.jobs.MIN_IMAGE_SIDE on the short side.
+SIZE = 48
 
 
 def make_settings(

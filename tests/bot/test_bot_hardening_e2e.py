@@ -1,0 +1,98 @@
+"""Issue 11 end to end, as members see it: the real bot against the fake Discord, the
+real engine (random weights, 48 px) and real decoder processes. One engine per module.
+
+Slow and memory-hungry images are stopped and named without holding up anyone else;
+validations in progress count against the per-member limit; thin images and tiny
+sizes are refused with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import connected, make_settings, png
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
+
+PHOTO = ("photo.png", png(48, 36, seed=1))
+STYLE = ("starry.png", png(36, 48, seed=2))
+
+
+def grey16(width: int, height: int) -> bytes:
+    """16-bit greyscale PNG: tiny on disk, decoded through float arrays at full size
+    (25 MP: 314 KB, seconds of CPU and about 650 MB)."""
+    y, x = np.mgrid[0:height, 0:width]
+    buf = io.BytesIO()
+    Image.fromarray(((x * 7 + y * 3) % 65536).astype(np.uint16)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_a_slow_image_is_stopped_and_named_while_another_member_is_acknowledged(engines):
+    settings = make_settings(bot={"decode_timeout": 1.0})
+    async with connected(engines, settings) as h:
+        fake = h.fake
+        await asyncio.sleep(1.0)  # the decoders warm up, as they would long before anyone asks
+        slow = await fake.send_message("!stylize", attachments=[PHOTO, ("grey.png", grey16(5000, 5000))])
+        await asyncio.sleep(0.2)  # alice's slow image is being decoded now
+        quick = await fake.send_message("!stylize", attachments=[PHOTO, STYLE], author=fake.bob)
+        first = await fake.wait_for_bot_message(
+            lambda m: m.reference_id in (slow.id, quick.id), timeout=60
+        )
+        # Bob is acknowledged first: he never waits behind alice's image.
+        assert first.reference_id == quick.id and "Queued" in first.content
+        refusal = await fake.wait_for_bot_message(lambda m: m.reference_id == slow.id, timeout=60)
+        assert refusal.content.startswith("⚠️ The style image (grey.png) takes too long to open")
+        assert "1 s" in refusal.content and not refusal.custom_ids
+        assert h.bot.cog.decoder.kills == 1
+        assert [j.user_id for j in h.bot.queue.waiting + h.bot.queue.running] in ([fake.bob.id], [])
+
+
+async def test_a_decompression_bomb_within_the_limits_is_refused_before_decoding(engines):
+    settings = make_settings(bot={"decode_memory": 256})
+    async with connected(engines, settings) as h:
+        bomb = grey16(5000, 5000)  # 314 KB and 25 MP: inside max_bytes and max_pixels
+        command = await h.fake.send_message("!stylize", attachments=[("bomb.png", bomb), STYLE])
+        reply = await h.fake.wait_for_bot_message(lambda m: m.reference_id == command.id, timeout=30)
+        assert "The photo (bomb.png) (5000×5000) needs too much memory to open safely" in reply.content
+        assert h.bot.cog.decoder.decodes == 0 and not h.bot.queue.waiting
+
+
+async def test_validations_in_progress_count_against_the_member_limit(engines):
+    settings = make_settings(bot={"per_user_limit": 2, "decode_timeout": 60})
+    async with connected(engines, settings) as h:
+        fake = h.fake
+        heavy = ("grey.png", grey16(3000, 2000))  # a second or so to decode
+        commands = [
+            await fake.send_message("!stylize", attachments=[(f"p{i}.png", PHOTO[1]), heavy])
+            for i in range(3)
+        ]
+        third = await fake.wait_for_bot_message(lambda m: m.reference_id == commands[2].id, timeout=60)
+        assert "being checked (the limit is 2)" in third.content
+        assert not any(d.attachment.filename == "p2.png" for d in fake.downloads)  # never fetched
+        for job in h.bot.queue.waiting + h.bot.queue.running:
+            h.bot.queue.cancel(job.id, by=0, reason="test")
+
+
+@pytest.mark.parametrize(
+    ("attachments", "options", "expected"),
+    [
+        ([("strip.png", png(3000, 2)), STYLE], "", "The photo (strip.png) is only 3000×2 pixels"),
+        (
+            [("strip.png", png(2000, 40)), STYLE],
+            "size:512",
+            "The photo (strip.png) (2000×40) is too thin for this size: at 512 px it would be 512×10",
+        ),
+        ([PHOTO, STYLE], "size:16", "Size 16 is too small: use at least 32 pixels"),
+    ],
+)
+async def test_thin_images_and_tiny_sizes_get_a_clear_reply(engines, attachments, options, expected):
+    async with connected(engines) as h:
+        command = await h.fake.send_message(f"!stylize {options}", attachments=attachments)
+        reply = await h.fake.wait_for_bot_message(lambda m: m.reference_id == command.id, timeout=30)
+        assert reply.content.startswith("⚠️") and expected in reply.content
+        assert not h.bot.queue.waiting and not h.bot.queue.running
