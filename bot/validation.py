@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.plain import plain
 from engine import images
 from engine.jobs import MIN_IMAGE_SIDE, ImageLimits, TransferSettings, style_side
 
@@ -73,7 +74,7 @@ def sentence(text: str) -> str:
 
 
 def label(role: str, index: int, count: int, filename: str) -> str:
-    name = f" ({filename})" if filename else ""
+    name = f" ({plain(filename, 60)})" if filename else ""
     if role == "content":
         return f"the photo{name}"
     return f"the style image{name}" if count == 1 else f"style image {index + 1}{name}"
@@ -85,10 +86,12 @@ def choose_inputs(
     """Which attachment is the photo and which are styles.
 
     Normally the first attachment is the photo and the rest are styles. When the
-    command replies to a message that has an attachment, that message's first
-    attachment is the photo and every attachment of the command is a style.
+    command replies to a message that has an attachment and carries only one image
+    itself, that message's first attachment is the photo and the command's image is
+    the style. The member's own photo always wins: with two or more images of their
+    own, the replied-to message is ignored.
     """
-    if referenced:
+    if referenced and len(own) < 2:
         content, styles = referenced[0], list(own)
         if not styles:
             raise InputProblem(

@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -43,6 +43,7 @@ from bot.options import (
     strength_label,
 )
 from bot.decoder import MiB, DecoderPool
+from bot.plain import plain
 from bot.queue import EnginePool, Job, JobQueue, JobState, Refused, new_job_id
 from bot.replies import (
     Conversation,
@@ -108,7 +109,8 @@ class StylizeFlags(commands.FlagConverter, prefix="", delimiter=":", case_insens
     iterations: int | None = commands.flag(
         default=None, description="How long to work on it (more is slower and more refined)"
     )
-    color: Literal["none", "luminance", "histogram"] | None = commands.flag(
+    # A plain string: parse_color reads it, aliases (lum, hist, ...) included.
+    color: str | None = commands.flag(
         default=None,
         aliases=["colour"],
         description="none: the painting's colours; luminance: keep the photo's; histogram: recolour the style",
@@ -382,7 +384,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 commands.UserInputError,
             ),
         ):
-            text = f"⚠️ {error} — `{self.prefix}stylize help` explains the options."
+            text = f"⚠️ {plain(error, 300)} — `{self.prefix}stylize help` explains the options."
         else:
             error_id = secrets.token_hex(4)
             log.error("command %s failed (error %s)", ctx.command, error_id, exc_info=error)
@@ -466,7 +468,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
             job_id = job_id.strip().strip("`").lower()
             job = self.queue.find(job_id)
             if job is None:
-                return f"There is no job `{job_id}` waiting or running."
+                return f"There is no job {plain(job_id, 16)} waiting or running."
         else:
             mine = self.queue.jobs_of(user.id)
             if not mine:
@@ -479,7 +481,8 @@ class StylizeCog(commands.Cog, name="Stylize"):
             )
         if job.cancelled_by is not None:
             return f"Job `{job.id}` is already being cancelled."
-        who = "" if job.user_id == user.id else f" by {getattr(user, 'display_name', user.name)}"
+        name = plain(getattr(user, "display_name", user.name), 40)
+        who = "" if job.user_id == user.id else f" by {name}"
         reason = f"Cancelled{who}."
         was_running = job.state == JobState.RUNNING
         self.queue.cancel(job.id, by=user.id, reason=reason)
@@ -706,7 +709,12 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 else:
                     await status.delete()
             else:
-                if outcome.kind in (ErrorKind.INTERNAL, ErrorKind.WEIGHTS, ErrorKind.ENGINE_DIED):
+                if outcome.kind in (
+                    ErrorKind.INTERNAL,
+                    ErrorKind.WEIGHTS,
+                    ErrorKind.ENGINE_DIED,
+                    ErrorKind.BAD_SETTINGS,  # checked before queueing: from the engine, a bug
+                ):
                     log.error(
                         "job %s for user %s failed (%s): %s",
                         job.id,

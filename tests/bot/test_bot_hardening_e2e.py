@@ -3,13 +3,15 @@ real engine (random weights, 48 px) and real decoder processes. One engine per m
 
 Slow and memory-hungry images are stopped and named without holding up anyone else;
 validations in progress count against the per-member limit; thin images and tiny
-sizes are refused with a reason.
+sizes are refused with a reason; overlong options get one line; masked links are never
+echoed; colour aliases work; the member's own photo beats the replied-to one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -21,6 +23,10 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)
 
 PHOTO = ("photo.png", png(48, 36, seed=1))
 STYLE = ("starry.png", png(36, 48, seed=2))
+
+
+def is_result(message) -> bool:
+    return any(name.startswith("stylized-") for name in message.filenames)
 
 
 def grey16(width: int, height: int) -> bytes:
@@ -96,3 +102,49 @@ async def test_thin_images_and_tiny_sizes_get_a_clear_reply(engines, attachments
         reply = await h.fake.wait_for_bot_message(lambda m: m.reference_id == command.id, timeout=30)
         assert reply.content.startswith("⚠️") and expected in reply.content
         assert not h.bot.queue.waiting and not h.bot.queue.running
+
+
+async def test_an_overlong_option_gets_one_line_and_logs_one_line(engines, caplog):
+    async with connected(engines) as h:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            command = await h.fake.send_message("!stylize " + "9" * 1870, attachments=[PHOTO, STYLE])
+            reply = await h.fake.wait_for_bot_message(lambda m: m.reference_id == command.id)
+        assert reply.content.startswith("⚠️ That strength is 1870 characters long")
+        assert "\n" not in reply.content and len(reply.content) < 300
+        ours = [r for r in caplog.records if r.name.startswith("bot")]
+        assert len(ours) == 1 and ours[0].exc_info is None and "1870-character" in ours[0].getMessage()
+        assert h.fake.downloads == []
+
+
+async def test_masked_links_and_markdown_are_never_echoed(engines):
+    async with connected(engines) as h:
+        command = await h.fake.send_message(
+            "!stylize [nitro](https://evil.example)", attachments=[PHOTO, STYLE]
+        )
+        reply = await h.fake.wait_for_bot_message(lambda m: m.reference_id == command.id)
+        assert "I don't know the strength" in reply.content
+        assert "[nitro](" not in reply.content and "https://evil" not in reply.content
+        await h.fake.send_message("!cancel `@everyone [x](https://evil.example)`")
+        answer = await h.fake.wait_for_bot_message(lambda m: "no job" in m.content)
+        assert "[x](" not in answer.content and "@everyone" not in answer.content
+
+
+@pytest.mark.parametrize(("option", "shown"), [("colour:lum", "luminance"), ("color:hist", "histogram")])
+async def test_colour_aliases(engines, option, shown):
+    async with connected(engines) as h:
+        await h.fake.send_message(f"!stylize {option}", attachments=[PHOTO, STYLE])
+        result = await h.fake.wait_for_bot_message(is_result, timeout=60)
+        assert f"colour {shown}" in result.content
+
+
+async def test_the_members_own_photo_wins_over_the_replied_to_one(engines):
+    async with connected(engines) as h:
+        fake = h.fake
+        cat = await fake.send_message(
+            "my cat", attachments=[("cat.png", png(48, 36, seed=5))], author=fake.bob
+        )
+        await fake.send_message("!stylize", attachments=[PHOTO, STYLE], reference=cat)
+        result = await fake.wait_for_bot_message(is_result, timeout=60)
+        assert "**photo.png** in the style of **starry.png**" in result.content
+        assert not any(d.attachment.filename == "cat.png" for d in fake.downloads)
