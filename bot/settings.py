@@ -52,6 +52,9 @@ class BotSettings:
     decode_workers: int = 4
     decode_timeout: float = 5.0
     decode_memory: int = 1024
+    cooldown_stylize: float = 5.0
+    cooldown_buttons: float = 2.0
+    cooldown_queue: float = 5.0
 
     def __post_init__(self) -> None:
         # TOML gives lists; keep the dataclass hashable and immutable.
@@ -79,6 +82,9 @@ class BotSettings:
             "engine_start_timeout",
             "cancel_grace",
             "shutdown_grace",
+            "cooldown_stylize",
+            "cooldown_buttons",
+            "cooldown_queue",
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")

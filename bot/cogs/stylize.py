@@ -26,6 +26,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cooldowns import Cooldowns, cooldown_text
 from bot.options import (
     CANCEL_TEMPLATE,
     RERUN_TEMPLATE,
@@ -236,6 +237,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
         queue: JobQueue,
         pool: EnginePool,
         decoder: DecoderPool | None = None,
+        cooldowns: Cooldowns | None = None,
     ) -> None:
         self.bot = bot
         self.settings = settings
@@ -244,13 +246,20 @@ class StylizeCog(commands.Cog, name="Stylize"):
         self.caps = Caps(max_size=settings.bot.max_size, max_iterations=settings.bot.max_iterations)
         self.closing = False
         # issue 11: decodes in decoder processes with budgets; validations in progress
-        # count against the per-member limit.
+        # count against the per-member limit; per-member cooldowns.
         self.decoder = decoder or DecoderPool(
             workers=settings.bot.decode_workers,
             timeout=settings.bot.decode_timeout,
             memory=settings.bot.decode_memory * MiB,
         )
         self.validations = Validations()
+        self.cooldowns = cooldowns or Cooldowns(
+            {
+                "stylize": settings.bot.cooldown_stylize,
+                "buttons": settings.bot.cooldown_buttons,
+                "queue": settings.bot.cooldown_queue,
+            }
+        )
         self._followers: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
@@ -313,6 +322,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
         if options.strength and options.strength.strip().lower() == "help":
             await ctx.send(self.help_text(), ephemeral=True)
             return
+        if wait := self.cooldowns.retry_after("stylize", ctx.author.id):
+            await ctx.send(cooldown_text(wait), ephemeral=True)
+            return
         if ctx.interaction is not None:
             await ctx.interaction.response.defer(thinking=True)
             conv: Conversation = InteractionConversation(ctx.interaction)
@@ -347,6 +359,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     @commands.hybrid_command(name="queue", description="Show the jobs that are waiting and running")
     async def queue_command(self, ctx: commands.Context) -> None:
+        if wait := self.cooldowns.retry_after("queue", ctx.author.id):
+            await ctx.send(cooldown_text(wait), ephemeral=True)
+            return
         await ctx.send(self.queue_text(), allowed_mentions=discord.AllowedMentions.none())
 
     @commands.hybrid_command(
@@ -534,6 +549,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
         return list(original.attachments)
 
     async def rerun(self, interaction: discord.Interaction, spec: RerunSpec) -> None:
+        if wait := self.cooldowns.retry_after("buttons", interaction.user.id):
+            await interaction.response.send_message(cooldown_text(wait), ephemeral=True)
+            return
         await interaction.response.defer(thinking=True)
         conv = InteractionConversation(interaction)
         refusal = self.refusal(interaction.user, interaction.channel)

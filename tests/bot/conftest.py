@@ -55,6 +55,10 @@ def make_settings(
                 "engine_start_timeout": 120.0,
                 "cancel_grace": 10.0,
                 "shutdown_grace": 0.0,
+                # Tests send commands faster than people; the cooldown tests set their own.
+                "cooldown_stylize": 0.0,
+                "cooldown_buttons": 0.0,
+                "cooldown_queue": 0.0,
                 **(bot or {}),
             },
         },

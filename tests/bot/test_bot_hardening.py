@@ -1,5 +1,5 @@
 """Issue 11's pure pieces: option caps and aliases, member text made inert, engine
-errors never shown raw, the member's own photo first."""
+errors never shown raw, the member's own photo first, cooldowns."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from bot.cooldowns import Cooldowns, cooldown_text
 from bot.options import MAX_OPTION_LENGTH, MIN_SIZE, OptionError, parse_color, parse_strength
 from bot.plain import plain
 from bot.queue import Job
@@ -81,3 +82,16 @@ def test_the_members_own_photo_wins_over_the_replied_to_one():
 def test_labels_of_odd_file_names_are_inert():
     inputs = choose_inputs([att("[x](https:evil).png"), att("b.png")], max_styles=3)
     assert "[x](" not in inputs.content.label
+
+
+def test_cooldowns_per_member_and_kind():
+    now = [100.0]
+    cooldowns = Cooldowns({"stylize": 10.0, "queue": 0.0}, clock=lambda: now[0])
+    assert cooldowns.retry_after("stylize", 1) == 0
+    now[0] += 4
+    assert cooldowns.retry_after("stylize", 1) == pytest.approx(6.0)
+    assert cooldowns.retry_after("stylize", 2) == 0  # another member
+    assert cooldowns.retry_after("queue", 1) == cooldowns.retry_after("queue", 1) == 0  # off
+    now[0] += 6
+    assert cooldowns.retry_after("stylize", 1) == 0
+    assert cooldown_text(5.2) == "⏳ Not so fast — please wait 6 s and try again."

@@ -4,7 +4,8 @@ real engine (random weights, 48 px) and real decoder processes. One engine per m
 Slow and memory-hungry images are stopped and named without holding up anyone else;
 validations in progress count against the per-member limit; thin images and tiny
 sizes are refused with a reason; overlong options get one line; masked links are never
-echoed; colour aliases work; the member's own photo beats the replied-to one.
+echoed; colour aliases work; the member's own photo beats the replied-to one;
+cooldowns answer with the seconds to wait.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -25,10 +27,6 @@ PHOTO = ("photo.png", png(48, 36, seed=1))
 STYLE = ("starry.png", png(36, 48, seed=2))
 
 
-def is_result(message) -> bool:
-    return any(name.startswith("stylized-") for name in message.filenames)
-
-
 def grey16(width: int, height: int) -> bytes:
     """16-bit greyscale PNG: tiny on disk, decoded through float arrays at full size
     (25 MP: 314 KB, seconds of CPU and about 650 MB)."""
@@ -36,6 +34,10 @@ def grey16(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(((x * 7 + y * 3) % 65536).astype(np.uint16)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def is_result(message) -> bool:
+    return any(name.startswith("stylized-") for name in message.filenames)
 
 
 async def test_a_slow_image_is_stopped_and_named_while_another_member_is_acknowledged(engines):
@@ -148,3 +150,33 @@ async def test_the_members_own_photo_wins_over_the_replied_to_one(engines):
         result = await fake.wait_for_bot_message(is_result, timeout=60)
         assert "**photo.png** in the style of **starry.png**" in result.content
         assert not any(d.attachment.filename == "cat.png" for d in fake.downloads)
+
+
+async def test_cooldowns_for_stylize_queue_and_buttons(engines):
+    settings = make_settings(
+        bot={"cooldown_stylize": 60.0, "cooldown_queue": 60.0, "cooldown_buttons": 60.0}
+    )
+    async with connected(engines, settings) as h:
+        fake = h.fake
+        await fake.send_message("!stylize", attachments=[PHOTO, STYLE])
+        result = await fake.wait_for_bot_message(is_result, timeout=60)
+        await fake.send_message("!stylize", attachments=[PHOTO, STYLE])
+        wait = await fake.wait_for_bot_message(lambda m: "Not so fast" in m.content)
+        assert re.search(r"please wait (59|60) s", wait.content)
+        assert wait.content.count("\n") == 0 and len(fake.downloads) == 2  # nothing fetched
+        await fake.send_message("!stylize", attachments=[PHOTO, STYLE], author=fake.bob)  # bob may
+        await fake.wait_for_bot_message(lambda m: "Queued" in m.content or is_result(m) and m.id > result.id, timeout=60)
+
+        await fake.send_message("!queue")
+        await fake.wait_for_bot_message(lambda m: "Running" in m.content or "Nothing is waiting" in m.content or "Waiting" in m.content)
+        await fake.send_message("!queue")
+        await fake.wait_for_bot_message(lambda m: m.content.count("Not so fast") and m.id > wait.id)
+
+        again = next(c for c in result.custom_ids if c.startswith("sb:run:a:"))
+        first = await fake.click_button(result, again, user=fake.mod)
+        await fake.wait_for_response(first)
+        second = await fake.click_button(result, again, user=fake.mod)
+        await fake.wait_for_response(second)
+        assert second.callback_type == 4 and second.callback_data["flags"] & 64  # ephemeral
+        assert "Not so fast" in second.callback_data["content"]
+        await h.idle(60)
