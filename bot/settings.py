@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import (PROJECT_ROOT, ConfigError, EngineConfig, engine_config, load_raw,
-                           map_dataclass)
+from engine.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    EngineConfig,
+    engine_config,
+    load_raw,
+    map_dataclass,
+)
 
 log = logging.getLogger(__name__)
 

@@ -591,7 +591,7 @@ def downscaled_png(data: bytes, *, name: str, limits: ImageLimits, longest: int)
             if max(image.size) > longest:
                 h, w = fit_longest(image.height, image.width, longest)
                 image = image.resize((w, h), Image.Resampling.LANCZOS)  # RGBA: premultiplied
-            if image.mode == "RGBA" and image.getextrema()[3][0] >= 255:
+            if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] >= 255:
                 image = image.convert("RGB")  # fully opaque: no alpha to carry
             buf = io.BytesIO()
             image.save(buf, "PNG", compress_level=1)  # transport only: speed over size

@@ -52,7 +52,7 @@ PAPER_STYLE_LAYERS: tuple[tuple[str, float], ...] = tuple(
 MIN_IMAGE_SIDE = 32
 
 
-def style_side(settings: "TransferSettings") -> int:
+def style_side(settings: TransferSettings) -> int:
     """Longest side the engine scales each style image to (engine.transfer.style_size)."""
     return max(16, round(settings.size * settings.style_scale))
 

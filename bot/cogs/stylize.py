@@ -27,6 +27,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cooldowns import Cooldowns, cooldown_text
+from bot.decoder import DecoderPool, MiB
 from bot.options import (
     CANCEL_TEMPLATE,
     RERUN_TEMPLATE,
@@ -43,7 +44,6 @@ from bot.options import (
     rerun_from_match,
     strength_label,
 )
-from bot.decoder import MiB, DecoderPool
 from bot.plain import plain
 from bot.queue import EnginePool, Job, JobQueue, JobState, Refused, new_job_id
 from bot.replies import (

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.decoder import MiB, DecodeProblem, DecoderPool
+from bot.decoder import DecodeProblem, DecoderPool, MiB
 from bot.validation import (
     Candidate,
     InputProblem,

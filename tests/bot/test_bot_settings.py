@@ -16,7 +16,6 @@ from bot.secrecy import RedactingFormatter
 from bot.settings import (
     BotSettings,
     MissingToken,
-    Secret,
     bot_settings,
     load_settings,
     parse_dotenv,

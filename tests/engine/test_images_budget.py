@@ -57,7 +57,7 @@ def test_scans_are_counted_and_too_many_are_refused_before_decoding():
 def test_downscaled_png_matches_the_engines_own_decode_and_resize(mode):
     rgb = photo()
     if mode == "I;16":
-        image = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
+        image = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
     else:
         image = Image.fromarray(rgb).convert(mode)
     data = save(image, "JPEG" if mode in ("RGB", "CMYK") else "PNG", quality=95)
