@@ -41,9 +41,11 @@ def is_secret_name(name: str) -> bool:
     return upper in SECRET_NAMES or bool(SECRET_NAME.search(upper))
 
 
-def engine_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """`environ` without the secrets: pass it as `env=` when starting an engine process."""
-    return {k: v for k, v in environ.items() if not is_secret_name(k)}
+def engine_environment(environ: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
+    """`environ` without the secrets: pass it as `env=` when starting an engine process.
+    `keep` names secrets the process does need (a Redis worker's REDIS_URL, say)."""
+    kept = set(keep)
+    return {k: v for k, v in environ.items() if k in kept or not is_secret_name(k)}
 
 
 def secret_values(environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -203,3 +203,17 @@ def test_decoders_start_without_secrets():
     )
     assert "DISCORD_TOKEN" not in pool.env and pool.env["PATH"] == "/bin"
     assert pool.env["OPENBLAS_NUM_THREADS"] == "1"
+
+
+async def test_a_running_decoder_has_no_token_in_its_environment(monkeypatch):
+    token = "MTA4NzY1NDMyMTAxMjM0NTY3OA.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    monkeypatch.setenv("DISCORD_TOKEN", token)
+    pool = DecoderPool(workers=1, timeout=30, memory=1024 * MiB)
+    try:
+        await pool.decode(png(), name="x", max_bytes=10**6, max_pixels=10**6, longest=48)
+        (decoder,) = pool._idle
+        with open(f"/proc/{decoder.process.pid}/environ", "rb") as f:
+            environ = f.read()
+        assert b"PATH=" in environ and token.encode() not in environ
+    finally:
+        await pool.close()

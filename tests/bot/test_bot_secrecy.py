@@ -72,6 +72,7 @@ def test_engine_environment_drops_secrets_and_keeps_the_rest():
     }
     assert TOKEN not in repr(env)
     assert environ["DISCORD_TOKEN"] == TOKEN  # the input is not changed
+    assert set(engine_environment(environ, keep=["REDIS_URL"])) == set(env) | {"REDIS_URL"}
 
 
 def test_secret_values_skip_short_ones():
