@@ -28,11 +28,19 @@ STYLE = ("starry.png", png(36, 48, seed=2))
 
 
 def grey16(width: int, height: int) -> bytes:
-    """16-bit greyscale PNG: tiny on disk, decoded through float arrays at full size
-    (25 MP: 314 KB, seconds of CPU and about 650 MB)."""
+    """16-bit greyscale PNG: 314 KB at 25 MP, and 150 MB by the header's estimate."""
     y, x = np.mgrid[0:height, 0:width]
     buf = io.BytesIO()
     Image.fromarray(((x * 7 + y * 3) % 65536).astype(np.uint16)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def slow_rgba(width: int = 5000, height: int = 5000) -> bytes:
+    """A patterned RGBA PNG: 123 KB at 25 MP, about 2.5 s of CPU to decode and shrink."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x % 256, y % 256, (x // 20 + y // 20) % 256], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("RGBA").save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -41,11 +49,11 @@ def is_result(message) -> bool:
 
 
 async def test_a_slow_image_is_stopped_and_named_while_another_member_is_acknowledged(engines):
-    settings = make_settings(bot={"decode_timeout": 1.0})
+    settings = make_settings(bot={"decode_timeout": 0.5})
     async with connected(engines, settings) as h:
         fake = h.fake
         await asyncio.sleep(1.0)  # the decoders warm up, as they would long before anyone asks
-        slow = await fake.send_message("!stylize", attachments=[PHOTO, ("grey.png", grey16(5000, 5000))])
+        slow = await fake.send_message("!stylize", attachments=[PHOTO, ("slow.png", slow_rgba())])
         await asyncio.sleep(0.2)  # alice's slow image is being decoded now
         quick = await fake.send_message("!stylize", attachments=[PHOTO, STYLE], author=fake.bob)
         first = await fake.wait_for_bot_message(
@@ -54,8 +62,8 @@ async def test_a_slow_image_is_stopped_and_named_while_another_member_is_acknowl
         # Bob is acknowledged first: he never waits behind alice's image.
         assert first.reference_id == quick.id and "Queued" in first.content
         refusal = await fake.wait_for_bot_message(lambda m: m.reference_id == slow.id, timeout=60)
-        assert refusal.content.startswith("⚠️ The style image (grey.png) takes too long to open")
-        assert "1 s" in refusal.content and not refusal.custom_ids
+        assert refusal.content.startswith("⚠️ The style image (slow.png) takes too long to open")
+        assert "0.5 s" in refusal.content and not refusal.custom_ids
         assert h.bot.cog.decoder.kills == 1
         assert [j.user_id for j in h.bot.queue.waiting + h.bot.queue.running] in ([fake.bob.id], [])
 
@@ -74,7 +82,7 @@ async def test_validations_in_progress_count_against_the_member_limit(engines):
     settings = make_settings(bot={"per_user_limit": 2, "decode_timeout": 60})
     async with connected(engines, settings) as h:
         fake = h.fake
-        heavy = ("grey.png", grey16(3000, 2000))  # a second or so to decode
+        heavy = ("slow.png", slow_rgba())  # seconds to decode
         commands = [
             await fake.send_message("!stylize", attachments=[(f"p{i}.png", PHOTO[1]), heavy])
             for i in range(3)
