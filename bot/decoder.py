@@ -75,9 +75,11 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes:
 
 def serve(stdin: BinaryIO, stdout: BinaryIO, memory: int) -> None:
     """The decoder's loop: one request at a time until stdin closes."""
-    import resource
-
-    if memory > 0:
+    try:
+        import resource
+    except ImportError:  # Windows: no RLIMIT_AS; the time budget and the estimate still hold
+        resource = None  # type: ignore[assignment]
+    if memory > 0 and resource is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     from engine import images
     from engine.jobs import ImageLimits
