@@ -98,7 +98,7 @@ def texture(side: int = DEFAULT_SIDE, seed: int = 2, strokes: int = 5000) -> np.
 
     def angle(px: float, py: float) -> float:
         vx = vy = 0.0
-        for (cx, cy), spin in zip(centres, spins):
+        for (cx, cy), spin in zip(centres, spins, strict=True):
             dx, dy = px - cx, py - cy
             r2 = dx * dx + dy * dy + 0.01
             vx += -spin * dy / r2

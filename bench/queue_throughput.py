@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import socket
 import statistics
 import subprocess
@@ -35,9 +36,11 @@ from bot.broker.journal import Journal
 from bot.broker.local import engine_pool, local_queue
 from bot.broker.redis_journal import RedisJournal
 from bot.broker.redis_runner import RedisRunner
+from bot.secrecy import engine_environment
 from bot.settings import Settings, bot_settings, queue_settings
 from engine.config import deep_merge, engine_config, load_raw
 from engine.jobs import JobRequest, StreamKeys
+from engine.remote_worker import PASSWORD_ENV
 
 
 def png(seed: int, side: int = 48) -> bytes:
@@ -98,6 +101,7 @@ def start_workers(url: str, prefix: str, count: int) -> list[subprocess.Popen]:
         subprocess.Popen(
             [sys.executable, "-m", "engine.worker", "--broker", url, "--prefix", prefix,
              "--weights", "random", "--log-level", "WARNING"],
+            env=engine_environment(os.environ, keep=[PASSWORD_ENV]),  # no token; its password
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(count)

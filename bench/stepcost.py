@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         phases[name] = time.time() - spawned
 
     mark("python_started")
-    import numpy as np
     import keras  # noqa: F401  (with its backend: the largest part of a cold start)
+    import numpy as np
 
     from bench import inputs, machine, problem
     from bench.flops import step_flops

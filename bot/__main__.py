@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Iterable
+from typing import TextIO
 
 log = logging.getLogger("bot")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def setup_logging(level: str, token_filter: logging.Filter | None = None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    if token_filter is not None:
-        handler.addFilter(token_filter)
+def setup_logging(level: str, secrets: Iterable[str] = (), *, stream: TextIO | None = None) -> None:
+    """One stderr handler on the root logger; every record it writes is redacted as a
+    whole (message, exception text and traceback), see bot/secrecy.py."""
+    from bot.secrecy import RedactingFormatter
+
+    handler = logging.StreamHandler(stream or sys.stderr)
+    inner = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(RedactingFormatter(inner, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -88,7 +94,8 @@ async def run(settings, *, bot_factory=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.settings import ConfigError, MissingToken, RedactingFilter, load_settings
+    from bot.secrecy import secret_values
+    from bot.settings import ConfigError, MissingToken, load_settings
 
     try:
         settings = load_settings()
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"Configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.bot.log_level, RedactingFilter(settings.token))
+    setup_logging(settings.bot.log_level, (settings.token.reveal(), *secret_values(os.environ)))
     log.info("settings: %s", settings.config_path or "built-in defaults (config/default.toml)")
     try:
         return asyncio.run(run(settings))

@@ -117,7 +117,12 @@ class Delivery:
                 else:
                     await status.delete()
             else:
-                if outcome.kind in (ErrorKind.INTERNAL, ErrorKind.WEIGHTS, ErrorKind.ENGINE_DIED):
+                if outcome.kind in (
+                    ErrorKind.INTERNAL,
+                    ErrorKind.WEIGHTS,
+                    ErrorKind.ENGINE_DIED,
+                    ErrorKind.BAD_SETTINGS,  # checked before queueing: from the engine, a bug
+                ):
                     log.error(
                         "job %s for user %s failed (%s): %s",
                         job.id,

@@ -2,6 +2,8 @@
 a time, hear its progress, notice when it dies.
 
 The process is started with multiprocessing's "spawn" and talks over one duplex pipe.
+It starts without the token or any other secret: spawn takes no `env=`, so the secrets
+are taken out of os.environ for the moment of the start (bot/secrecy.py).
 Its target is `run_engine` below, which imports engine.worker inside the child: the
 bot itself imports only the contract (engine.jobs), never the worker or TensorFlow.
 Events come back on a reader thread and are handed to the event loop with
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.broker.queue import Job, Outcome
+from bot.secrecy import scrubbed_environ
 from engine.jobs import (
     WORKER_EXIT_WEIGHTS,
     CancelJob,
@@ -123,7 +126,8 @@ class EngineClient:
             name=f"stylebot-{self.name}",
             daemon=True,
         )
-        self.process.start()
+        with scrubbed_environ():  # the engine needs no secret: nothing for a crash to leak
+            self.process.start()
         child.close()  # our copy of the child's end: without this we would never see EOF
         self._conn = parent
         threading.Thread(

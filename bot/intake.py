@@ -9,7 +9,6 @@ hand the job to delivery to follow it to its one answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import discord
@@ -17,11 +16,12 @@ import discord
 from bot.broker import Broker, Job, Refused, new_job_id
 from bot.buttons import cancel_view
 from bot.conversations import Conversation
+from bot.decoder import DecoderPool
 from bot.delivery import Delivery, JobMeta
 from bot.options import Caps, OptionError, build_settings, strength_label
 from bot.replies import status_text
 from bot.settings import Settings
-from bot.validation import InputProblem, Inputs, read_and_check
+from bot.validation import InputProblem, Inputs, JobSides, Validations, read_and_check
 from engine.jobs import JobRequest
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,14 @@ log = logging.getLogger(__name__)
 
 class Intake:
     def __init__(
-        self, *, settings: Settings, broker: Broker, delivery: Delivery, caps: Caps
+        self,
+        *,
+        settings: Settings,
+        broker: Broker,
+        delivery: Delivery,
+        caps: Caps,
+        decoder: DecoderPool | None = None,
+        validations: Validations | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -37,7 +44,10 @@ class Intake:
         self.delivery = delivery
         self.caps = caps
         self.closing = False  # set on SIGTERM: no new jobs
-        self._decode_lock = asyncio.Semaphore(1)
+        # Full decodes in decoder processes with time and memory budgets (None: in a
+        # thread, for tools); validations in progress count against the member's limit.
+        self.decoder = decoder
+        self.validations = validations or Validations()
 
     async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
         """Validate, queue, acknowledge, and follow the job to its end. None if refused."""
@@ -48,9 +58,19 @@ class Intake:
         try:
             self.queue.check(conv.user.id)  # before downloading anything
             settings, notes = build_settings(self.settings.engine.transfer, meta.options, self.caps)
-            checked = await read_and_check(
-                inputs, self.settings.engine.limits, decode_lock=self._decode_lock
-            )
+            member = conv.user.id
+            with self.validations.claim(
+                member,
+                jobs=len(self.queue.jobs_of(member)),
+                limit=self.settings.bot.per_user_limit,
+            ):
+                checked = await read_and_check(
+                    inputs,
+                    self.settings.engine.limits,
+                    sides=JobSides.of(settings),
+                    decoder=self.decoder,
+                    owner=member,
+                )
         except (Refused, OptionError, InputProblem) as e:
             await conv.say(f"⚠️ {e}")
             return None

@@ -10,15 +10,22 @@ want one.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, replace
 
-from engine.jobs import COLOR_MODES, STRENGTH_STEPS, TransferSettings
+from bot.plain import plain
+from engine.jobs import COLOR_MODES, MIN_IMAGE_SIDE, STRENGTH_STEPS, TransferSettings
+
+log = logging.getLogger(__name__)
 
 STRENGTH_MIN, STRENGTH_MAX = 0.01, 100.0
 MORE_STYLE = 3.0  # the "More style" / "Less style" buttons multiply / divide by this
 SEED_MAX = 2**31 - 1
-MIN_SIZE = 16  # VGG-19 pools five times: smaller outputs have nothing left to style
+MIN_SIZE = MIN_IMAGE_SIDE  # engine/jobs.py says why
+# Longest option value read at all: the longest real one ("histogram", a 10-digit seed)
+# is far shorter, and a 2,000-character value must not reach a parser or a reply.
+MAX_OPTION_LENGTH = 32
 
 COLOR_ALIASES = {
     "none": "none",
@@ -39,6 +46,17 @@ class OptionError(ValueError):
     """A member's option is wrong; the message says which and what is allowed."""
 
 
+def capped(name: str, text: str | None) -> str | None:
+    """`text` if it is short enough to be an option value; else OptionError and one log line."""
+    if text is not None and len(text) > MAX_OPTION_LENGTH:
+        log.info("refused a %d-character %s option", len(text), name)
+        raise OptionError(
+            f"That {name} is {len(text)} characters long; option values are short words or "
+            f"numbers (at most {MAX_OPTION_LENGTH} characters), like `strong` or `size:512`."
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """The options a member chose (None = the host's default)."""
@@ -57,6 +75,7 @@ class Caps:
 
 
 def parse_strength(text: str | None) -> float:
+    text = capped("strength", text)
     if text is None or not str(text).strip():
         return 1.0
     word = str(text).strip().lower().removesuffix("x")
@@ -66,7 +85,7 @@ def parse_strength(text: str | None) -> float:
         value = float(word)
     except ValueError:
         raise OptionError(
-            f"I don't know the strength {text!r}. Use one of {', '.join(STRENGTH_STEPS)}, "
+            f"I don't know the strength '{plain(text, MAX_OPTION_LENGTH)}'. Use one of {', '.join(STRENGTH_STEPS)}, "
             f"or a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g} (1 = normal, 2 = twice as much style)."
         ) from None
     if not STRENGTH_MIN <= value <= STRENGTH_MAX:
@@ -78,12 +97,13 @@ def parse_strength(text: str | None) -> float:
 
 
 def parse_color(text: str | None) -> str | None:
+    text = capped("colour", text)
     if text is None or not str(text).strip():
         return None
     mode = COLOR_ALIASES.get(str(text).strip().lower())
     if mode is None:
         raise OptionError(
-            f"I don't know the colour mode {text!r}. Use none (the painting's colours), "
+            f"I don't know the colour mode '{plain(text, MAX_OPTION_LENGTH)}'. Use none (the painting's colours), "
             "luminance (keep the photo's colours) or histogram (recolour the painting to the photo first)."
         )
     return mode
@@ -103,7 +123,10 @@ def build_settings(
     notes: list[str] = []
     size = options.size if options.size is not None else min(base.size, caps.max_size)
     if size < MIN_SIZE:
-        raise OptionError(f"Size {size} is too small: use at least {MIN_SIZE} pixels.")
+        raise OptionError(
+            f"Size {size} is too small: use at least {MIN_SIZE} pixels (smaller pictures are too "
+            "small for the painter to see any style in)."
+        )
     if size > caps.max_size:
         notes.append(f"size capped at {caps.max_size} px")
         size = caps.max_size

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -92,11 +93,11 @@ def failure_text(job: Job, failure: JobFailed) -> str:
     ref = f"job `{job.id}`"
     if failure.kind == ErrorKind.CANCELLED:
         return f"🛑 {failure.message} ({ref})"
-    if failure.kind == ErrorKind.BAD_INPUT:
+    if failure.kind == ErrorKind.BAD_INPUT and member_safe(failure.message):
         message = failure.message[:1].upper() + failure.message[1:]
         return f"⚠️ {message} ({ref})"
-    if failure.kind == ErrorKind.BAD_SETTINGS:
-        return f"⚠️ Those options don't work: {failure.message}. ({ref})"
+    # BAD_SETTINGS is not shown either: options are checked before queueing, so a
+    # ValueError from the engine is a bug (it was a TensorFlow traceback, issue 11).
     if failure.kind == ErrorKind.ENGINE_DIED:
         return (
             f"💥 Sorry — the painter crashed while working on this ({ref}). "
@@ -108,6 +109,23 @@ def failure_text(job: Job, failure: JobFailed) -> str:
             f"The host can find the reason in the log ({ref})."
         )
     return f"😞 Sorry — something went wrong on my side. The host can look it up in the log: {ref}."
+
+
+# An engine message is shown to a member only if it is one of ours: an InputError's
+# sentence, short, with nothing that looks like a traceback or a file path in it.
+MAX_MEMBER_MESSAGE = 500
+_NOT_FOR_MEMBERS = re.compile(
+    r"Traceback \(most recent call last\)|File \"|(?:^|[\s'\"(=])(?:/[\w.-]+){2,}|[A-Za-z]:\\"
+)
+
+
+def member_safe(message: str) -> bool:
+    """Whether an engine error message may be shown to the member as it is."""
+    return (
+        0 < len(message) <= MAX_MEMBER_MESSAGE
+        and "\n" not in message.strip()
+        and not _NOT_FOR_MEMBERS.search(message)
+    )
 
 
 # --- the status message -----------------------------------------------------------------

@@ -56,6 +56,12 @@ class BotSettings:
     allow_download: bool = True
     log_level: str = "INFO"
     shards: int | str = 1
+    decode_workers: int = 4
+    decode_timeout: float = 5.0
+    decode_memory: int = 1024
+    cooldown_stylize: float = 5.0
+    cooldown_buttons: float = 2.0
+    cooldown_queue: float = 5.0
 
     def __post_init__(self) -> None:
         # TOML gives lists; keep the dataclass hashable and immutable.
@@ -64,7 +70,7 @@ class BotSettings:
         problems = []
         if not self.command_prefix or self.command_prefix != self.command_prefix.strip():
             problems.append("command_prefix must be non-empty with no spaces around it")
-        for name in ("queue_size", "per_user_limit", "engines", "max_styles"):
+        for name in ("queue_size", "per_user_limit", "engines", "max_styles", "decode_workers"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         if self.max_size < 16:
@@ -75,7 +81,18 @@ class BotSettings:
             problems.append(
                 "edit_interval must be at least 0.5 seconds (Discord rate-limits edits)"
             )
-        for name in ("engine_start_timeout", "cancel_grace", "shutdown_grace"):
+        if self.decode_timeout <= 0:
+            problems.append("decode_timeout must be more than 0 seconds")
+        if self.decode_memory < 256:
+            problems.append("decode_memory must be at least 256 (MiB)")
+        for name in (
+            "engine_start_timeout",
+            "cancel_grace",
+            "shutdown_grace",
+            "cooldown_stylize",
+            "cooldown_buttons",
+            "cooldown_queue",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         if self.engine_restart_limit < 0:
@@ -152,11 +169,13 @@ class MissingToken(ConfigError):
 
 
 def bot_settings(raw: Mapping[str, Any]) -> BotSettings:
-    return map_dataclass(BotSettings, raw.get("bot", {}), "bot")
+    settings: BotSettings = map_dataclass(BotSettings, raw.get("bot", {}), "bot")
+    return settings
 
 
 def queue_settings(raw: Mapping[str, Any]) -> QueueSettings:
-    return map_dataclass(QueueSettings, raw.get("queue", {}), "queue")
+    settings: QueueSettings = map_dataclass(QueueSettings, raw.get("queue", {}), "queue")
+    return settings
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
@@ -234,20 +253,3 @@ def token_help(config_path: Path | None) -> str:
         f"in {where} (keep that file private; .env is git-ignored).\n"
         "Get a token from https://discord.com/developers/applications -> your application -> Bot -> Reset Token."
     )
-
-
-class RedactingFilter(logging.Filter):
-    """Belt and braces: replaces the token in any log record that would contain it."""
-
-    def __init__(self, secret: Secret) -> None:
-        super().__init__()
-        self._secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        token = self._secret.reveal()
-        if token:
-            message = record.getMessage()
-            if token in message:
-                record.msg = message.replace(token, "[token hidden]")
-                record.args = None
-        return True

@@ -8,18 +8,29 @@ Discord's content type), the pixel count from the header, and a full decode, so 
 corrupt file is refused here rather than after waiting in the queue. Messages name
 the image ("the style image (starry.png)") and say how to fix the problem.
 Images only ever come from Discord attachments; no URL is ever fetched.
+
+With a `DecoderPool` (bot/decoder.py) the full decode runs in a decoder process with a
+time and a memory budget, and the checked inputs are the decoded images as PNGs no
+larger than the job needs, which the engine decodes cheaply. `Validations` counts each
+member's validations in progress against their per-member limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.plain import plain
 from engine import images
-from engine.jobs import ImageLimits
+from engine.jobs import MIN_IMAGE_SIDE, ImageLimits, TransferSettings, style_side
+
+if TYPE_CHECKING:
+    from bot.decoder import DecoderPool
 
 
 class AttachmentLike(Protocol):
@@ -63,7 +74,7 @@ def sentence(text: str) -> str:
 
 
 def label(role: str, index: int, count: int, filename: str) -> str:
-    name = f" ({filename})" if filename else ""
+    name = f" ({plain(filename, 60)})" if filename else ""
     if role == "content":
         return f"the photo{name}"
     return f"the style image{name}" if count == 1 else f"style image {index + 1}{name}"
@@ -75,10 +86,12 @@ def choose_inputs(
     """Which attachment is the photo and which are styles.
 
     Normally the first attachment is the photo and the rest are styles. When the
-    command replies to a message that has an attachment, that message's first
-    attachment is the photo and every attachment of the command is a style.
+    command replies to a message that has an attachment and carries only one image
+    itself, that message's first attachment is the photo and the command's image is
+    the style. The member's own photo always wins: with two or more images of their
+    own, the replied-to message is ignored.
     """
-    if referenced:
+    if referenced and len(own) < 2:
         content, styles = referenced[0], list(own)
         if not styles:
             raise InputProblem(
@@ -132,6 +145,37 @@ def check_declared_size(candidate: Candidate, limits: ImageLimits) -> None:
         )
 
 
+@dataclass(frozen=True)
+class JobSides:
+    """The longest side the engine scales the photo and each style image to."""
+
+    content: int
+    style: int
+
+    @classmethod
+    def of(cls, settings: TransferSettings) -> JobSides:
+        return cls(content=settings.size, style=style_side(settings))
+
+
+def check_sides(label_: str, width: int, height: int, longest: int | None = None) -> None:
+    """The image, and the image scaled for the job (longer side `longest`), must each be
+    at least MIN_IMAGE_SIDE px on the shorter side (engine/jobs.py says why)."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise InputProblem(
+            f"{sentence(label_)} is only {width}×{height} pixels; I need at least "
+            f"{MIN_IMAGE_SIDE} pixels on each side. Please send a larger image."
+        )
+    if longest is None:
+        return
+    h, w = images.fit_longest(height, width, longest)
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise InputProblem(
+            f"{sentence(label_)} ({width}×{height}) is too thin for this size: at {longest} px "
+            f"it would be {w}×{h}, and I need at least {MIN_IMAGE_SIDE} pixels on each side. "
+            "Crop it to a less stretched shape, or ask for a larger size."
+        )
+
+
 def check_bytes(label_: str, data: bytes, limits: ImageLimits) -> images.ImageInfo:
     """Type by content, pixel limits from the header, then a full decode (CPU: run in a thread)."""
     try:
@@ -142,20 +186,81 @@ def check_bytes(label_: str, data: bytes, limits: ImageLimits) -> images.ImageIn
     return info
 
 
+def probe(label_: str, data: bytes, limits: ImageLimits) -> images.ImageInfo:
+    """Type by content, byte, pixel and JPEG-scan limits, from the header only."""
+    try:
+        return images.probe(data, name=label_, limits=limits)
+    except images.ImageError as e:
+        raise InputProblem(sentence(str(e))) from None
+
+
+def check_memory(label_: str, info: images.ImageInfo, budget: int) -> None:
+    """Refuse, before decoding, an image whose decode would need more than `budget` bytes."""
+    if images.decode_memory_estimate(info) > budget:
+        raise InputProblem(
+            f"{sentence(label_)} ({info.width}×{info.height}) needs too much memory to open "
+            "safely. Please send a smaller image (fewer pixels) and try again."
+        )
+
+
+async def decode_in_pool(
+    label_: str,
+    data: bytes,
+    limits: ImageLimits,
+    *,
+    decoder: DecoderPool,
+    longest: int,
+    owner: Any = None,
+) -> bytes:
+    """The image decoded by a decoder process, as a PNG of at most `longest` px; the
+    original bytes when that PNG would be over the byte limit the engine checks."""
+    from bot.decoder import DecodeProblem
+
+    try:
+        outcome = await decoder.decode(
+            data,
+            name=label_,
+            max_bytes=limits.max_bytes,
+            max_pixels=limits.max_pixels,
+            longest=longest,
+            owner=owner,
+        )
+    except DecodeProblem as e:
+        raise InputProblem(sentence(str(e))) from None
+    return outcome.png if len(outcome.png) <= limits.max_bytes else data
+
+
 async def read_and_check(
-    inputs: Inputs, limits: ImageLimits, *, decode_lock: asyncio.Semaphore | None = None
+    inputs: Inputs,
+    limits: ImageLimits,
+    *,
+    sides: JobSides | None = None,
+    decoder: DecoderPool | None = None,
+    owner: Any = None,
 ) -> CheckedInputs:
-    """Declared sizes first (nothing is downloaded if one is too big), then each file."""
+    """Declared sizes first (nothing is downloaded if one is too big), then each file:
+    its header, its sides (scaled to `sides` when given), then the full decode, in a
+    `decoder` process when given (else in a thread: tests and tools)."""
     for candidate in inputs.all:
         check_declared_size(candidate, limits)
     datas: list[bytes] = []
-    for candidate in inputs.all:
+    for index, candidate in enumerate(inputs.all):
         data = await candidate.attachment.read()
-        if decode_lock is None:
-            await asyncio.to_thread(check_bytes, candidate.label, data, limits)
+        info = await asyncio.to_thread(probe, candidate.label, data, limits)
+        longest = None if sides is None else (sides.content if index == 0 else sides.style)
+        check_sides(candidate.label, info.width, info.height, longest)
+        if decoder is not None:
+            check_memory(candidate.label, info, decoder.image_memory)
+            data = await decode_in_pool(
+                candidate.label,
+                data,
+                limits,
+                decoder=decoder,
+                longest=max(info.width, info.height) if longest is None else longest,
+                owner=owner,
+            )
         else:
-            async with decode_lock:  # full decodes are big: one at a time bounds the memory
-                await asyncio.to_thread(check_bytes, candidate.label, data, limits)
+            await asyncio.to_thread(check_bytes, candidate.label, data, limits)
         datas.append(data)
     return CheckedInputs(
         content=datas[0],
@@ -163,3 +268,41 @@ async def read_and_check(
         labels=tuple(c.label for c in inputs.all),
         names=tuple(c.attachment.filename for c in inputs.all),
     )
+
+
+# --- validations in progress ------------------------------------------------------------
+
+
+class TooManyInProgress(InputProblem):
+    """The member's jobs plus their validations in progress reach the per-member limit."""
+
+
+class Validations:
+    """Each member's validations in progress, counted with their queued and running jobs
+    against the per-member limit: a burst of messages cannot start more downloads and
+    decodes than the member may have jobs."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[int] = collections.Counter()
+
+    def in_progress(self, member_id: int) -> int:
+        return self._counts[member_id]
+
+    @contextlib.contextmanager
+    def claim(self, member_id: int, *, jobs: int, limit: int) -> Iterator[None]:
+        """Hold one of `member_id`'s `limit` places while validating; `jobs` is how many
+        they have queued or running. Raise TooManyInProgress when none is left."""
+        busy = jobs + self._counts[member_id]
+        if busy >= limit:
+            raise TooManyInProgress(
+                f"You already have {busy} {'job' if busy == 1 else 'jobs'} waiting, running or "
+                f"being checked (the limit is {limit}). Wait for one to finish, or cancel one "
+                "with `cancel`."
+            )
+        self._counts[member_id] += 1
+        try:
+            yield
+        finally:
+            self._counts[member_id] -= 1
+            if not self._counts[member_id]:
+                del self._counts[member_id]

@@ -6,15 +6,28 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from engine.config import ConfigError, load_engine_config
 from engine.errors import InputError, WeightsError
-from engine.jobs import (COLOR_MODES, HISTOGRAM_METHODS, INIT_MODES, NETWORK_LABELS, NETWORKS,
-                         OPTIMIZERS, OUTPUT_FORMATS, POOLING_MODES, PRECISIONS, PRESETS, DEVICES,
-                         TransferSettings, apply_preset, style_blend_weights)
+from engine.jobs import (
+    COLOR_MODES,
+    DEVICES,
+    HISTOGRAM_METHODS,
+    INIT_MODES,
+    NETWORK_LABELS,
+    NETWORKS,
+    OPTIMIZERS,
+    OUTPUT_FORMATS,
+    POOLING_MODES,
+    PRECISIONS,
+    PRESETS,
+    TransferSettings,
+    apply_preset,
+    style_blend_weights,
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_WEIGHTS = 3
@@ -30,7 +43,7 @@ def parse_layers(text: str) -> tuple[tuple[str, float], ...]:
         try:
             layers.append((name.strip(), float(weight) if weight else 1.0))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"bad layer weight in {part!r}; write NAME or NAME:WEIGHT")
+            raise argparse.ArgumentTypeError(f"bad layer weight in {part!r}; write NAME or NAME:WEIGHT") from None
     return tuple(layers)
 
 
@@ -38,7 +51,7 @@ def parse_floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

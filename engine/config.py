@@ -7,12 +7,18 @@ only maps onto them. Unknown keys are errors, so a typo never silently does noth
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from engine.jobs import (ImageLimits, OUTPUT_FORMATS, OUTPUT_QUALITY, TransferSettings,
-                         settings_from_mapping)
+from engine.jobs import (
+    OUTPUT_FORMATS,
+    OUTPUT_QUALITY,
+    ImageLimits,
+    TransferSettings,
+    settings_from_mapping,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"

@@ -9,8 +9,9 @@ here, once; `config/default.toml` documents the same values and
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 # Paper layer names in network order (Simonyan & Zisserman's VGG-19 naming, as
 # used by Gatys et al. 2016). engine/vgg.py maps them to Keras layer names.
@@ -54,6 +55,23 @@ PAPER_CONTENT_LAYERS: tuple[tuple[str, float], ...] = (("conv4_2", 1.0),)
 PAPER_STYLE_LAYERS: tuple[tuple[str, float], ...] = tuple(
     (name, 1.0) for name in ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 )
+
+
+# The smallest side, in pixels, an image may have once it is scaled for a job (the
+# photo at the output size, each style at its style size), and so the smallest output
+# size a member may ask for. Why 32: the deepest style layer, conv5_1, sits after four
+# 2x poolings (pool1..pool4), so it sees the image at 1/16 of its size. At 32 px that is
+# a 2x2 map: four positions for its Gram matrix to average over, and 3x3 convolutions
+# that see at least some real neighbours. At 16 px it is 1x1: the Gram matrix is one
+# outer product and, with the engine's mirrored borders, every 3x3 window sees only
+# copies of that one pixel, so the style statistics there mean nothing. (The engine's
+# own floor for library and CLI use stays lower: engine.images.MIN_SIDE.)
+MIN_IMAGE_SIDE = 32
+
+
+def style_side(settings: TransferSettings) -> int:
+    """Longest side the engine scales each style image to (engine.transfer.style_size)."""
+    return max(16, round(settings.size * settings.style_scale))
 
 
 @dataclass(frozen=True)
@@ -112,7 +130,7 @@ class TransferSettings:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def with_(self, **changes: Any) -> "TransferSettings":
+    def with_(self, **changes: Any) -> TransferSettings:
         return replace(self, **changes)
 
 

@@ -22,7 +22,7 @@ With means instead of sums every term is also independent of the image size.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from keras import ops
@@ -65,7 +65,7 @@ def channel_scales(rms_maps: Sequence[np.ndarray], weights: Sequence[float],
     A unit silent everywhere gets scale 0: there is nothing to match.
     """
     weights = np.asarray(weights, np.float64) / float(np.sum(weights))
-    pooled = np.sqrt(sum(w * np.square(np.asarray(r, np.float64)) for w, r in zip(weights, rms_maps)))
+    pooled = np.sqrt(sum(w * np.square(np.asarray(r, np.float64)) for w, r in zip(weights, rms_maps, strict=True)))
     spread = np.sqrt(np.square(pooled) + np.square(FLOOR * np.asarray(reference, np.float64)))
     alive = spread > SILENT * float(np.median(spread))
     return np.where(alive, 1.0 / np.where(alive, spread, 1.0), 0.0).astype(np.float32)
@@ -137,6 +137,6 @@ def strength_split(style_strength: float) -> tuple[float, float]:
 
 def weighted_sum(values, weights):
     total = 0.0
-    for value, weight in zip(values, weights):
+    for value, weight in zip(values, weights, strict=True):
         total = total + weight * value
     return total

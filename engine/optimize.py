@@ -7,7 +7,7 @@ evaluations: N iterations always cost N network passes.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def two_loop(g: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray, float]], g
         q -= a * y
         alphas.append(a)
     r = gamma * q
-    for (s, y, rho), a in zip(pairs, reversed(alphas)):
+    for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
         r += s * (a - rho * float(y @ r))
     return r
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -20,8 +20,14 @@ from keras import ops
 
 from engine import backends, color, device, images, losses, optimize
 from engine.errors import Cancelled, WeightsError
-from engine.jobs import (NETWORK_LABELS, JobRequest, JobResult, Progress, TransferSettings,
-                         style_blend_weights)
+from engine.jobs import (
+    NETWORK_LABELS,
+    JobRequest,
+    JobResult,
+    Progress,
+    TransferSettings,
+    style_blend_weights,
+)
 from engine.vgg import FeatureNetwork, deepest_layer
 from engine.weights import VGGWeights
 
@@ -112,7 +118,7 @@ def pyramid_plan(shape: tuple[int, int], settings: TransferSettings) -> list[Lev
         levels.append((max(1, round(height / factor)), max(1, round(width / factor))))
     weights = split_weights(settings.scale_iterations, len(levels))
     counts = split_budget(settings.iterations, weights)
-    return [Level(level, n) for level, n in zip(levels, counts) if n > 0]
+    return [Level(level, n) for level, n in zip(levels, counts, strict=True) if n > 0]
 
 
 def split_weights(weights: Sequence[float], levels: int) -> list[float]:
@@ -176,15 +182,15 @@ class Objective:
         outputs = self.model(bgr[None], training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        by_name = dict(zip(self.layers, outputs))
+        by_name = dict(zip(self.layers, outputs, strict=True))
         content = losses.weighted_sum(
             [losses.content_loss(losses.standardise(by_name[n][0], s), t)
-             for n, t, s in zip(self.content_layers, content_targets, content_scales)],
+             for n, t, s in zip(self.content_layers, content_targets, content_scales, strict=True)],
             [content_weights[i] for i in range(len(self.content_layers))],
         )
         style = losses.weighted_sum(
             [losses.style_layer_loss(losses.gram_matrix(losses.standardise(by_name[n][0], s)), t)
-             for n, t, s in zip(self.style_layers, style_targets, style_scales)],
+             for n, t, s in zip(self.style_layers, style_targets, style_scales, strict=True)],
             [style_weights[i] for i in range(len(self.style_layers))],
         )
         tv = losses.total_variation_loss(image)
@@ -309,7 +315,7 @@ class Engine:
                              time.perf_counter() - started)
 
     def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray],
-                settings: TransferSettings = TransferSettings()) -> "PreparedJob":
+                settings: TransferSettings = TransferSettings()) -> PreparedJob:
         """Everything a job needs before its first step: the photo at `settings.size`
         and the styles at `style_size`, the colour mode applied, the loss, the blend
         weights and the pyramid plan. stylize() runs one; benchmarks score their
@@ -325,7 +331,7 @@ class Engine:
 
     @staticmethod
     def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
-                  settings: TransferSettings, reporter: "_Reporter") -> np.ndarray:
+                  settings: TransferSettings, reporter: _Reporter) -> np.ndarray:
         shape = x0.shape
         if device.current().device_loop(settings.optimizer):
             # Compiled chunks of iterations on the device (engine/device.py says why
@@ -451,7 +457,7 @@ def targets(objective: Objective, content, styles, blend) -> Targets:
         # sum_s b_s |G - A_s|^2 = |G - sum_s b_s A_s|^2 + const when sum b_s = 1
         # (the approach of jcjohnson/neural-style's -style_blend_weights).
         grams.append(sum(weight * keras.ops.convert_to_numpy(
-            losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats)))
+            losses.gram_matrix(f[name] * scales[name])) for weight, f in zip(blend, style_feats, strict=True)))
     return Targets(content_targets, grams, [scales[n] for n in objective.content_layers],
                    [scales[n] for n in objective.style_layers])
 

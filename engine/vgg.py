@@ -5,8 +5,8 @@ names, pre/deprocessing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -197,4 +197,4 @@ class FeatureNetwork:
         outputs = self.submodel(layers)(preprocess(rgb, self.mean_bgr)[None], training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return {name: keras.ops.convert_to_numpy(out)[0] for name, out in zip(layers, outputs)}
+        return {name: keras.ops.convert_to_numpy(out)[0] for name, out in zip(layers, outputs, strict=True)}

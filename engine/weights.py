@@ -46,7 +46,7 @@ import numpy as np
 import scipy.io
 
 from engine.errors import WeightsError
-from engine.jobs import NETWORK_LABELS, NETWORK_LAYERS, VGG16_CONV_LAYERS, VGG19_CONV_LAYERS
+from engine.jobs import NETWORK_LABELS, VGG16_CONV_LAYERS, VGG19_CONV_LAYERS
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,43 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from bot.broker.journal import Entry, Journal
+from bot.broker.journal import Entry
 from bot.broker.queue import Job, JobQueue, JobState, Refused
-from engine.jobs import JobFailed
+from engine.jobs import JobFailed, JobRequest, JobResult
 
 log = logging.getLogger(__name__)
+
+
+class JobJournal(Protocol):
+    """Where accepted jobs are kept until answered: the SQLite `Journal` (local) or the
+    `RedisJournal` (redis). Called on the broker's one journal thread, in order."""
+
+    path: Any  # for log lines (never a password)
+
+    def add(
+        self,
+        request: JobRequest,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        label: str,
+        meta: Mapping[str, Any],
+    ) -> int: ...
+
+    def set_status_message(self, job_id: str, channel_id: int, message_id: int) -> None: ...
+
+    def set_state(self, job_id: str, state: str) -> None: ...
+
+    def answer(self, job_id: str, state: str, outcome: JobResult | JobFailed) -> None: ...
+
+    def mark_delivered(self, job_id: str) -> None: ...
+
+    def delivered(self, job_id: str) -> bool: ...
+
+    def pending(self) -> list[Entry]: ...
+
+    def close(self) -> None: ...
 
 
 class Runner(Protocol):
@@ -61,7 +93,7 @@ class Runner(Protocol):
 
 
 class Broker:
-    def __init__(self, *, queue: JobQueue, runner: Runner, journal: Journal) -> None:
+    def __init__(self, *, queue: JobQueue, runner: Runner, journal: JobJournal) -> None:
         self.queue = queue
         self.runner = runner
         self.journal = journal

@@ -187,7 +187,8 @@ class Journal:
 def _entry(seq: int, job_id: str, request: bytes | None, *_: Any) -> JobRequest | None:
     """The request of a row; None (logged) when it cannot be read back."""
     try:
-        return from_wire(request or b"")
+        read: JobRequest = from_wire(request or b"")
     except (ValueError, KeyError, TypeError):
         log.exception("journal: job %s (row %d) cannot be read; skipping it", job_id, seq)
         return None
+    return read

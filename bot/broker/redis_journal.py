@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -101,9 +101,10 @@ class RedisJournal:
 
     def pending(self) -> list[Entry]:
         entries = []
-        for raw_id in self.client.zrange(self.keys.jobs, 0, -1):
+        # The synchronous client with bytes replies (no decode_responses): cast for mypy.
+        for raw_id in cast("list[bytes]", self.client.zrange(self.keys.jobs, 0, -1)):
             job_id = raw_id.decode()
-            values = self.client.hgetall(self.keys.job(job_id))
+            values = cast("dict[bytes, bytes]", self.client.hgetall(self.keys.job(job_id)))
             if b"request" not in values:  # its result expired unposted, or it was delivered
                 log.warning("job %s: nothing left in Redis (expired?); dropping it", job_id)
                 self.client.zrem(self.keys.jobs, job_id)

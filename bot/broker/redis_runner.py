@@ -107,7 +107,7 @@ class RedisRunner:
                 job.notify()  # their status says whether a worker is there
         if live:
             raw = await self.client.hmget(self.keys.workers_info, live)
-            self.info = {n.decode(): json.loads(v) for n, v in zip(live, raw) if v}
+            self.info = {n.decode(): json.loads(v) for n, v in zip(live, raw, strict=True) if v}
         await asyncio.sleep(self.poll)
 
     async def _dispatch(self) -> None:

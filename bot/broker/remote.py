@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from bot.broker.base import Broker
 from bot.broker.local import local_queue
@@ -26,7 +27,9 @@ def redis_broker(settings: Settings, environ: Mapping[str, str] | None = None) -
 
     environ = os.environ if environ is None else environ
     url = settings.queue.redis_url
-    password = {"password": environ[PASSWORD_ENV]} if environ.get(PASSWORD_ENV) else {}
+    password: dict[str, Any] = (
+        {"password": environ[PASSWORD_ENV]} if environ.get(PASSWORD_ENV) else {}
+    )
     keys = StreamKeys(prefix=settings.queue.redis_prefix, bot=settings.queue.bot_name)
     queue = local_queue(settings)
     return Broker(

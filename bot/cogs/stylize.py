@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -25,6 +25,8 @@ from discord.ext import commands
 
 from bot.broker import Broker, Job, JobState
 from bot.conversations import Conversation, InteractionConversation, MessageConversation
+from bot.cooldowns import Cooldowns, cooldown_text
+from bot.decoder import DecoderPool, MiB
 from bot.delivery import Delivery, JobMeta
 from bot.inputs import referenced_attachments, rerun_inputs
 from bot.intake import Intake
@@ -36,9 +38,10 @@ from bot.options import (
     parse_color,
     parse_strength,
 )
+from bot.plain import plain
 from bot.settings import Settings
 from bot.texts import help_text, queue_text
-from bot.validation import InputProblem, Inputs, choose_inputs
+from bot.validation import InputProblem, Inputs, Validations, choose_inputs
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,8 @@ class StylizeFlags(commands.FlagConverter, prefix="", delimiter=":", case_insens
     iterations: int | None = commands.flag(
         default=None, description="How long to work on it (more is slower and more refined)"
     )
-    color: Literal["none", "luminance", "histogram"] | None = commands.flag(
+    # A plain string: parse_color reads it, aliases (lum, hist, ...) included.
+    color: str | None = commands.flag(
         default=None,
         aliases=["colour"],
         description="none: the painting's colours; luminance: keep the photo's; histogram: recolour the style",
@@ -76,7 +80,14 @@ class NotAllowedHere(commands.CheckFailure):
 
 class StylizeCog(commands.Cog, name="Stylize"):
     def __init__(
-        self, bot: commands.Bot, *, settings: Settings, broker: Broker, delivery: Delivery
+        self,
+        bot: commands.Bot,
+        *,
+        settings: Settings,
+        broker: Broker,
+        delivery: Delivery,
+        decoder: DecoderPool | None = None,
+        cooldowns: Cooldowns | None = None,
     ) -> None:
         self.bot = bot
         self.settings = settings
@@ -84,7 +95,35 @@ class StylizeCog(commands.Cog, name="Stylize"):
         self.queue = broker.queue
         self.delivery = delivery
         self.caps = Caps(max_size=settings.bot.max_size, max_iterations=settings.bot.max_iterations)
-        self.intake = Intake(settings=settings, broker=broker, delivery=delivery, caps=self.caps)
+        # issue 11: decodes in decoder processes with budgets; validations in progress
+        # count against the per-member limit; per-member cooldowns.
+        self.decoder = decoder or DecoderPool(
+            workers=settings.bot.decode_workers,
+            timeout=settings.bot.decode_timeout,
+            memory=settings.bot.decode_memory * MiB,
+        )
+        self.cooldowns = cooldowns or Cooldowns(
+            {
+                "stylize": settings.bot.cooldown_stylize,
+                "buttons": settings.bot.cooldown_buttons,
+                "queue": settings.bot.cooldown_queue,
+            }
+        )
+        self.intake = Intake(
+            settings=settings,
+            broker=broker,
+            delivery=delivery,
+            caps=self.caps,
+            decoder=self.decoder,
+            validations=Validations(),
+        )
+
+    async def cog_load(self) -> None:
+        self.decoder.warm_up()
+
+    async def cog_unload(self) -> None:
+        # Also on SIGTERM: StyleBot.shutdown -> close -> commands.Bot.close removes the cogs.
+        await self.decoder.close()
 
     @property
     def prefix(self) -> str:
@@ -140,6 +179,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
         if options.strength and options.strength.strip().lower() == "help":
             await ctx.send(help_text(self.settings, self.caps), ephemeral=True)
             return
+        if wait := self.cooldowns.retry_after("stylize", ctx.author.id):
+            await ctx.send(cooldown_text(wait), ephemeral=True)
+            return
         if ctx.interaction is not None:
             await ctx.interaction.response.defer(thinking=True)
             conv: Conversation = InteractionConversation(ctx.interaction)
@@ -174,7 +216,13 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     @commands.hybrid_command(name="queue", description="Show the jobs that are waiting and running")
     async def queue_command(self, ctx: commands.Context) -> None:
-        await ctx.send(queue_text(self.queue, self.broker.runner, self.prefix), allowed_mentions=discord.AllowedMentions.none())
+        if wait := self.cooldowns.retry_after("queue", ctx.author.id):
+            await ctx.send(cooldown_text(wait), ephemeral=True)
+            return
+        await ctx.send(
+            queue_text(self.queue, self.broker.runner, self.prefix),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
 
     @commands.hybrid_command(
         name="cancel", description="Stop your job (moderators can stop any job)"
@@ -211,7 +259,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 commands.UserInputError,
             ),
         ):
-            text = f"⚠️ {error} — `{self.prefix}stylize help` explains the options."
+            text = f"⚠️ {plain(error, 300)} — `{self.prefix}stylize help` explains the options."
         else:
             error_id = secrets.token_hex(4)
             log.error("command %s failed (error %s)", ctx.command, error_id, exc_info=error)
@@ -233,7 +281,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
             job_id = job_id.strip().strip("`").lower()
             job = self.queue.find(job_id)
             if job is None:
-                return f"There is no job `{job_id}` waiting or running."
+                return f"There is no job {plain(job_id, 16)} waiting or running."
         else:
             mine = self.queue.jobs_of(user.id)
             if not mine:
@@ -246,7 +294,8 @@ class StylizeCog(commands.Cog, name="Stylize"):
             )
         if job.cancelled_by is not None:
             return f"Job `{job.id}` is already being cancelled."
-        who = "" if job.user_id == user.id else f" by {getattr(user, 'display_name', user.name)}"
+        name = plain(getattr(user, "display_name", user.name), 40)
+        who = "" if job.user_id == user.id else f" by {name}"
         reason = f"Cancelled{who}."
         was_running = job.state == JobState.RUNNING
         self.queue.cancel(job.id, by=user.id, reason=reason)
@@ -275,6 +324,10 @@ class StylizeCog(commands.Cog, name="Stylize"):
     # -- inputs ----------------------------------------------------------------------
 
     async def rerun(self, interaction: discord.Interaction, spec: RerunSpec) -> None:
+        """A press of Again, More style or Less style (bot/buttons.py hands it here)."""
+        if wait := self.cooldowns.retry_after("buttons", interaction.user.id):
+            await interaction.response.send_message(cooldown_text(wait), ephemeral=True)
+            return
         await interaction.response.defer(thinking=True)
         conv = InteractionConversation(interaction)
         refusal = self.refusal(interaction.user, interaction.channel)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # A GPU shared with other programs (a gaming PC) should not lose 75 % of its memory
 # to JAX's up-front reservation; read when the GPU client is created, so set here,
@@ -41,7 +42,7 @@ def _pure(loss_fn: LossFn, variables: Sequence[Any]) -> Callable:
     variables = list(variables)
 
     def pure(values, image, args):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
             total, terms = loss_fn(image, *args)
         return total, terms
 

@@ -29,7 +29,9 @@ from engine.config import deep_merge, engine_config, load_raw
 
 from .fake_discord import FakeDiscord
 
-SIZE = 40  # one output size for every e2e test: the engine traces its step once per shape
+# One output size for every e2e test: the engine traces its step once per shape. 48 keeps
+# the 48x36 photos at their size, above engine.jobs.MIN_IMAGE_SIDE on the short side.
+SIZE = 48
 
 
 def make_settings(
@@ -57,6 +59,10 @@ def make_settings(
                 "engine_start_timeout": 120.0,
                 "cancel_grace": 10.0,
                 "shutdown_grace": 0.0,
+                # Tests send commands faster than people; the cooldown tests set their own.
+                "cooldown_stylize": 0.0,
+                "cooldown_buttons": 0.0,
+                "cooldown_queue": 0.0,
                 **(bot or {}),
             },
         },

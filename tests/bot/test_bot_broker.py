@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def request(job_id: str = "0000aaaa") -> JobRequest:
-    settings = TransferSettings(size=40, iterations=3, seed=7, style_blend=(0.5, 0.5))
+    settings = TransferSettings(size=48, iterations=3, seed=7, style_blend=(0.5, 0.5))
     return JobRequest(job_id, b"\x89PNG photo", (b"style one", b"style two"), settings)
 
 
@@ -42,7 +42,7 @@ def job(job_id: str, guild: int, user: int, seq: int) -> Job:
     "message",
     [
         request(),
-        JobResult("0000aaaa", b"\x89PNG result", "png", 40, 30, 1.5, 7, 3, 0.25),
+        JobResult("0000aaaa", b"\x89PNG result", "png", 48, 36, 1.5, 7, 3, 0.25),
         JobFailed("0000aaaa", ErrorKind.BAD_INPUT, "The photo is broken.", "trace"),
         Progress(2, 3, {"total": 1.5, "style": 0.5}, 0.3, b"preview", job_id="0000aaaa"),
     ],
@@ -76,7 +76,7 @@ def test_journal_keeps_jobs_until_delivered(tmp_path):
     [entry] = again.pending()
     assert (entry.seq, entry.request, entry.meta, entry.status_message_id) == (seq, request(), meta, 99)
     assert entry.state == "running" and entry.outcome is None
-    result = JobResult("0000aaaa", b"img", "png", 40, 30, 1.0, 7, 3, 0.1)
+    result = JobResult("0000aaaa", b"img", "png", 48, 36, 1.0, 7, 3, 0.1)
     again.answer("0000aaaa", "done", result)
     again.answer("0000aaaa", "failed", JobFailed("0000aaaa", ErrorKind.INTERNAL, "late"))
     assert again.pending()[0].outcome == result, "the first answer stays"
@@ -148,7 +148,7 @@ async def test_broker_resumes_unanswered_jobs_and_answers_once(tmp_path):
     for j in jobs:
         await broker.submit(j, {"source": "m"})
     running = await queue.get()
-    queue.done(running, JobResult(running.id, b"img", "png", 40, 30, 1.0, 7, 3, 0.1))
+    queue.done(running, JobResult(running.id, b"img", "png", 48, 36, 1.0, 7, 3, 0.1))
     await broker.detach("restarting")
 
     queue2 = JobQueue(max_waiting=10, per_user_limit=5)

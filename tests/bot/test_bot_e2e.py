@@ -1,5 +1,5 @@
 """End to end: the real bot (discord.py) against the fake Discord, with the real engine
-process (random weights, 40 px images, a few iterations). One engine for the module.
+process (random weights, 48 px images, a few iterations). One engine for the module.
 
 Covers the "Tests" list of issue 3: text, slash and reply forms; every bad input;
 the per-member limit; !queue; cancel by the author and refusal for others; the engine
@@ -75,7 +75,7 @@ async def test_text_command_acknowledges_updates_and_replies_with_the_picture(en
         await h.idle()
 
         image = decode(result.attachments[0].data)
-        assert image.format == "PNG" and max(image.size) == SIZE and image.size == (40, 30)
+        assert image.format == "PNG" and max(image.size) == SIZE and image.size == (48, 36)
         assert result.reference_id == command.id
         assert fake.alice.mention in result.content and "photo.png" in result.content
         assert [c.split(":")[2] for c in result.custom_ids] == ["a", "m", "l"]
@@ -123,12 +123,12 @@ async def test_slash_command(engines):
         await h.idle()
         assert result.interaction is inter and result.id != inter.original_message_id
         image = decode(result.attachments[0].data)
-        assert image.size == (40, 30)
+        assert image.size == (48, 36)
         # The inputs ride along so the buttons work after a restart (slash inputs live in no message).
         assert result.filenames[1:] == ["input-photo.jpg", "input-style-1.jpg"]
         assert "strength strong" in result.content and "colour luminance" in result.content
         assert "seed 7" in result.content
-        assert all(":r:0:0:7:3:40:" in c for c in result.custom_ids)
+        assert all(":r:0:0:7:3:48:" in c for c in result.custom_ids)
         assert fake.messages[inter.original_message_id].deleted  # the status message
         assert fake.bot_errors == []
 
@@ -143,10 +143,7 @@ async def test_reply_to_a_message_with_the_photo(engines):
         result = await result_message(fake)
         await h.idle()
         assert "**cat.png** in the style of **starry.png**" in result.content
-        assert decode(result.attachments[0].data).size == (
-            40,
-            30,
-        )  # the photo's shape, not the style's
+        assert decode(result.attachments[0].data).size == (48, 36)  # the photo's shape
         assert result.reference_id == command.id
 
 
@@ -381,7 +378,7 @@ async def test_again_and_more_style_buttons_also_after_a_restart(engines):
             again = await result_message(fake, after=slash_first.id)
             assert click.callback_type == 5 and fake.bob.mention in again.content
             assert not re.search(r"seed 11\b", again.content)  # Again = a new seed
-            assert decode(again.attachments[0].data).size == (40, 30)
+            assert decode(again.attachments[0].data).size == (48, 36)
             # The source was re-fetched from Discord: the member's message, by its id.
             assert any(
                 r.method == "GET" and r.path.endswith(f"/messages/{command.id}")

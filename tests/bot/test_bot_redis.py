@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,8 +25,10 @@ from bot.broker.local import local_queue
 from bot.broker.redis_journal import RedisJournal
 from bot.broker.redis_runner import NO_WORKER, RedisRunner
 from bot.replies import status_text
+from bot.secrecy import engine_environment
 from engine.config import PROJECT_ROOT
 from engine.jobs import ErrorKind, JobFailed, JobRequest, JobResult, StreamKeys
+from engine.remote_worker import PASSWORD_ENV
 
 from .conftest import make_settings
 from .redis_server import RedisServer, redis_server_or_skip
@@ -55,7 +58,11 @@ class Workers:
             "--max-tries", str(max_tries), "--engine-factory", "tests.bot.fake_engine:make_engine",
         ]  # fmt: skip
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        self.procs[name] = subprocess.Popen(args, cwd=PROJECT_ROOT, stderr=log, stdout=log)
+        # As a host would: no secret but the broker's password (bot/secrecy.py).
+        env = engine_environment(os.environ, keep=[PASSWORD_ENV])
+        self.procs[name] = subprocess.Popen(
+            args, cwd=PROJECT_ROOT, stderr=log, stdout=log, env=env
+        )
         return self.procs[name]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -2,7 +2,7 @@
 and 5 waiting, then started again: every job is answered exactly once (five pictures and
 one job cancelled with its Cancel button after the restart), and each status message is
 picked up again. The bot runs in its own process against the fake Discord,
-with the real engine (random weights, 40 px) and its journal in a temporary folder; with
+with the real engine (random weights, 48 px) and its journal in a temporary folder; with
 the redis backend, against a real redis-server and one remote worker process.
 """
 
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.secrecy import engine_environment
 from engine.config import PROJECT_ROOT
+from engine.remote_worker import PASSWORD_ENV
 
 from .conftest import png
 from .fake_discord import FakeDiscord, FakeMessage
@@ -30,7 +32,7 @@ PHOTO = ("photo.png", png(48, 36, seed=1))
 STYLE = ("starry.png", png(36, 48, seed=2))
 CONFIG = """
 [engine]
-size = 40
+size = 48
 iterations = 4
 preview_every = 1
 preview_size = 32
@@ -41,6 +43,9 @@ edit_interval = 0.5
 sync_commands = false
 per_user_limit = 6
 log_level = "INFO"
+cooldown_stylize = 0.0
+cooldown_buttons = 0.0
+cooldown_queue = 0.0
 [queue]
 data_dir = "{data}"
 {queue}"""
@@ -105,6 +110,7 @@ def start_worker(url: str, tmp_path: Path) -> subprocess.Popen:
         [sys.executable, "-m", "engine.worker", "--broker", url, "--prefix", "restart",
          "--weights", "random", "--dead-after", "3"],
         cwd=PROJECT_ROOT,
+        env=engine_environment(os.environ, keep=[PASSWORD_ENV]),  # no token; its password
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "bot-worker.log", "wb"),  # noqa: SIM115 - the child owns it
     )  # fmt: skip

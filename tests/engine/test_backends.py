@@ -99,7 +99,7 @@ def probe(out: str) -> None:
                 seen: list[float] = []
                 objective.loops.minimize(method, x, args, evaluations=6, lower=0.0, upper=255.0,
                                          learning_rate=lr,
-                                         report=lambda loss, terms, image: seen.append(loss))
+                                         report=lambda loss, terms, image: seen.append(loss))  # noqa: B023 - runs within this iteration
                 result[f"device_{method}"] = np.array(seen)
     result["tensorflow_imported"] = np.array("tensorflow" in sys.modules)
     np.savez(out, **result)
@@ -200,8 +200,12 @@ def test_device_loops_agree_across_backends(probes, backend):
 def weight_files(tmp_path_factory):
     """Full-size VGG-19 weights in both formats (random values, ~80 MB each)."""
     from engine.weights import VGG19_SHAPES
-    from tests.engine.test_weights import (make_layers, to_matconvnet, write_keras_h5,
-                                           write_matconvnet)
+    from tests.engine.test_weights import (
+        make_layers,
+        to_matconvnet,
+        write_keras_h5,
+        write_matconvnet,
+    )
 
     from_tensorflow_run()
     folder = tmp_path_factory.mktemp("weights")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.config import (DEFAULT_CONFIG, EngineConfig, OutputSettings, WeightsSettings,
-                           engine_config, read_toml)
+from engine.config import (
+    DEFAULT_CONFIG,
+    EngineConfig,
+    OutputSettings,
+    WeightsSettings,
+    engine_config,
+    read_toml,
+)
 from engine.jobs import ImageLimits, TransferSettings
 
 TABLES = {"engine": TransferSettings, "limits": ImageLimits, "weights": WeightsSettings,

@@ -73,8 +73,8 @@ class Scorer:
         scale = max(output.shape[:2]) / max(painting.shape[:2])
         painting = resized(painting, (round(painting.shape[0] * scale), round(painting.shape[1] * scale)))
         (g_o, f_o), (g_c, f_c), (g_s, _) = (self.features(x) for x in (output, photo, painting))
-        d_o = np.mean([np.linalg.norm(o - s) / np.linalg.norm(s) for o, s in zip(g_o, g_s)])
-        d_c = np.mean([np.linalg.norm(c - s) / np.linalg.norm(s) for c, s in zip(g_c, g_s)])
+        d_o = np.mean([np.linalg.norm(o - s) / np.linalg.norm(s) for o, s in zip(g_o, g_s, strict=True)])
+        d_c = np.mean([np.linalg.norm(c - s) / np.linalg.norm(s) for c, s in zip(g_c, g_s, strict=True)])
         return {"style_ratio": float(d_o / d_c),
                 "content_dist": float(np.linalg.norm(f_o - f_c) / np.linalg.norm(f_c))}
 
@@ -117,7 +117,7 @@ def test_every_named_step_is_visibly_stylised_and_ordered(scores, pair):
     # subtle already moves the photo a visible way towards the painting...
     assert ratios[0] < 0.95, ratios
     # ...and each step paints more than the one before, by a visible margin.
-    assert all(b < a - 0.03 for a, b in zip(ratios, ratios[1:])), ratios
+    assert all(b < a - 0.03 for a, b in zip(ratios, ratios[1:], strict=False)), ratios
     # normal is the classic look: a plain Gatys run on these weights scores 0.36-0.56
     assert ratios[STEPS.index("normal")] < 0.7, ratios
 
@@ -171,7 +171,7 @@ def test_no_style_layer_dominates_at_the_photo(real_engine):
         grams, scales = args[1], args[3]
         feats = objective.network.features(photo, objective.style_layers)
         per_layer = []
-        for name, target, scale in zip(objective.style_layers, grams, scales):
+        for name, target, scale in zip(objective.style_layers, grams, scales, strict=False):
             f = feats[name].reshape(-1, feats[name].shape[-1]) * scale
             per_layer.append(float(np.mean((f.T @ f / f.shape[0] - target) ** 2)))
         shares = np.array(per_layer) / sum(per_layer)

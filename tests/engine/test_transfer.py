@@ -200,7 +200,7 @@ def test_bench_builds_its_problem_the_way_stylize_does(engine):
         return [a for arg in args for a in (arg if isinstance(arg, list) else [arg])]
 
     assert len(flat(built.args)) == len(flat(args))
-    for mine, theirs in zip(flat(built.args), flat(args)):
+    for mine, theirs in zip(flat(built.args), flat(args), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-6)
 
 

@@ -27,7 +27,7 @@ def test_architecture_matches_keras_and_is_truncated(random_vgg_weights, pooling
     assert convs[-1].name == "block4_conv2"  # nothing past the deepest layer in use
     pools = [layer for layer in net.model.layers if "pool" in layer.name]
     assert len(pools) == 3 and all(isinstance(p, cls) for p in pools)
-    for name, conv in zip(VGG19_CONV_LAYERS, convs):
+    for name, conv in zip(VGG19_CONV_LAYERS, convs, strict=False):  # the net stops at conv4_2
         np.testing.assert_array_equal(conv.get_weights()[0], random_vgg_weights.layers[name][0])
 
 
@@ -86,7 +86,7 @@ def test_vgg16_is_keras_vgg16_with_paper_names(vgg16_weights):
     assert net.key.network == "vgg16" and net.layer_names == VGG16_CONV_LAYERS
     convs = [layer for layer in net.model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.name for c in convs] == [c.name for c in keras_convs]
-    for name, conv, ref in zip(VGG16_CONV_LAYERS, convs, keras_convs):
+    for name, conv, ref in zip(VGG16_CONV_LAYERS, convs, keras_convs, strict=True):
         kernel = conv.get_weights()[0]
         assert kernel.shape == tuple(ref.kernel.shape)
         np.testing.assert_array_equal(kernel, vgg16_weights.layers[name][0])
