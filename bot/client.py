@@ -11,7 +11,9 @@ from discord.ext import commands
 from bot.broker import Broker
 from bot.broker.local import local_broker
 from bot.buttons import ALL_BUTTONS
+from bot.cogs.community import COMMUNITY_BUTTONS, CommunityCog
 from bot.cogs.stylize import StylizeCog, setup_cog
+from bot.community import Community, HistoryEntry, store_beside
 from bot.delivery import Delivery
 from bot.settings import Settings
 
@@ -31,6 +33,20 @@ def intents() -> discord.Intents:
     return value
 
 
+SERVER_ONLY_COMMANDS = ("stylebot", "style")  # a server's settings and saved styles
+
+
+def offer_in_dms(tree: discord.app_commands.CommandTree, allow_dms: bool) -> None:
+    """Which slash commands Discord offers in a DM with the bot: none with `[community]
+    allow_dms = false`, else all but the server-only ones."""
+    for command in tree.get_commands():
+        command.allowed_contexts = discord.app_commands.AppCommandContext(
+            guild=True,
+            dm_channel=allow_dms and command.name not in SERVER_ONLY_COMMANDS,
+            private_channel=False,
+        )
+
+
 class StyleBot(commands.Bot):
     def __init__(
         self,
@@ -38,6 +54,7 @@ class StyleBot(commands.Bot):
         settings: Settings,
         broker: Broker,
         own_engines: bool = True,
+        community: Community | None = None,
         **options,
     ) -> None:
         # The bot never joins voice: no warnings about missing voice libraries at start.
@@ -54,6 +71,9 @@ class StyleBot(commands.Bot):
         self.settings = settings
         self.broker = broker
         self.delivery = Delivery(broker=broker, settings=settings)
+        # Server settings, saved styles, history: beside the journal (its SQLite file or Redis).
+        self.community = community or Community(store_beside(broker.journal), settings.community)
+        self.delivery.on_result = self.remember_result
         self.own_engines = own_engines  # False when tests share one pool between bots
         self.cog: StylizeCog | None = None
         self._shut_down = False
@@ -68,9 +88,15 @@ class StyleBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         self.cog = await setup_cog(
-            self, settings=self.settings, broker=self.broker, delivery=self.delivery
+            self,
+            settings=self.settings,
+            broker=self.broker,
+            delivery=self.delivery,
+            community=self.community,
         )
-        self.add_dynamic_items(*ALL_BUTTONS)  # buttons survive restarts
+        await self.add_cog(CommunityCog(self, community=self.community, stylize=self.cog))
+        self.add_dynamic_items(*ALL_BUTTONS, *COMMUNITY_BUTTONS)  # buttons survive restarts
+        offer_in_dms(self.tree, self.community.settings.allow_dms)
         # Before the gateway connects, so no new command can arrive first: the REST calls
         # that re-attach the status messages work once logged in, which we are here.
         resumed = await self.delivery.resume(self)
@@ -103,6 +129,26 @@ class StyleBot(commands.Bot):
                 e.status,
                 e.text,
             )
+
+    async def remember_result(self, job, result, meta, message: discord.Message) -> None:
+        """A posted result goes into its member's history (`/history`)."""
+        settings = job.request.settings
+        await self.community.add_history(
+            HistoryEntry(
+                guild_id=job.guild_id,
+                user_id=job.user_id,
+                job_id=job.id,
+                channel_id=message.channel.id,
+                message_id=message.id,
+                names=tuple(meta.names),
+                strength=meta.options.strength,
+                size=settings.size,
+                iterations=settings.iterations,
+                color=settings.color,
+                seed=result.seed,
+                elapsed=result.elapsed,
+            )
+        )
 
     async def on_ready(self) -> None:
         log.info(
@@ -149,6 +195,7 @@ class StyleBot(commands.Bot):
             self._shut_down = True
             await self.broker.detach(reason=SHUTDOWN_MESSAGE)
         await super().close()
+        self.community.close()
 
 
 class ShardedStyleBot(StyleBot, commands.AutoShardedBot):

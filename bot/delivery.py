@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,6 +82,10 @@ class Delivery:
         self.broker = broker
         self.settings = settings
         self._following: dict[str, tuple[asyncio.Task[None], StatusMessage]] = {}
+        # Told of each result once it is posted (the member's history, bot/cogs/community.py).
+        self.on_result: (
+            Callable[[Job, JobResult, JobMeta, discord.Message], Awaitable[None]] | None
+        ) = None
 
     def note(self) -> str:
         return self.broker.runner.waiting_note
@@ -109,13 +114,15 @@ class Delivery:
             outcome = await job.outcome()
             await status.stop()
             if isinstance(outcome, JobResult):
-                if await self.deliver(job, outcome, conv, meta) is None:
+                message = await self.deliver(job, outcome, conv, meta)
+                if message is None:
                     await status.finish(
                         "😞 Sorry — the picture is too large to upload here, even shrunk "
                         f"(job `{job.id}`)."
                     )
                 else:
                     await status.delete()
+                    await self._posted(job, outcome, meta, message)
             else:
                 if outcome.kind in (
                     ErrorKind.INTERNAL,
@@ -260,6 +267,16 @@ class Delivery:
         if self.broker.runner.random_weights:
             text += "\n(test mode: the painter runs on random weights, so this is not real art)"
         return text[:2000]
+
+    async def _posted(
+        self, job: Job, result: JobResult, meta: JobMeta, message: discord.Message
+    ) -> None:
+        if self.on_result is None:
+            return
+        try:
+            await self.on_result(job, result, meta, message)
+        except Exception:  # the picture is posted; a lost history line must not undo that
+            log.exception("job %s: could not record the result", job.id)
 
     # -- restarts ---------------------------------------------------------------------
 

@@ -49,20 +49,31 @@ class Intake:
         self.decoder = decoder
         self.validations = validations or Validations()
 
-    async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
-        """Validate, queue, acknowledge, and follow the job to its end. None if refused."""
+    async def submit(
+        self,
+        conv: Conversation,
+        inputs: Inputs,
+        meta: JobMeta,
+        *,
+        caps: Caps | None = None,
+        limit: int | None = None,
+    ) -> Job | None:
+        """Validate, queue, acknowledge, and follow the job to its end. None if refused.
+        `caps` and `limit`: the server's, when it set lower ones than the host's."""
         refusal = self.not_taking_jobs()
         if refusal:
             await conv.say(refusal)
             return None
         try:
             self.queue.check(conv.user.id)  # before downloading anything
-            settings, notes = build_settings(self.settings.engine.transfer, meta.options, self.caps)
+            settings, notes = build_settings(
+                self.settings.engine.transfer, meta.options, caps or self.caps
+            )
             member = conv.user.id
             with self.validations.claim(
                 member,
                 jobs=len(self.queue.jobs_of(member)),
-                limit=self.settings.bot.per_user_limit,
+                limit=limit or self.settings.bot.per_user_limit,
             ):
                 checked = await read_and_check(
                     inputs,

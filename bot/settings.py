@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.community import CommunitySettings
 from engine.config import (
     PROJECT_ROOT,
     ConfigError,
@@ -162,6 +163,7 @@ class Settings:
     token: Secret = field(default_factory=lambda: Secret(""))
     queue: QueueSettings = field(default_factory=QueueSettings)
     config_path: Path | None = None
+    community: CommunitySettings = field(default_factory=CommunitySettings)
 
 
 class MissingToken(ConfigError):
@@ -175,6 +177,13 @@ def bot_settings(raw: Mapping[str, Any]) -> BotSettings:
 
 def queue_settings(raw: Mapping[str, Any]) -> QueueSettings:
     settings: QueueSettings = map_dataclass(QueueSettings, raw.get("queue", {}), "queue")
+    return settings
+
+
+def community_settings(raw: Mapping[str, Any]) -> CommunitySettings:
+    settings: CommunitySettings = map_dataclass(
+        CommunitySettings, raw.get("community", {}), "community"
+    )
     return settings
 
 
@@ -236,6 +245,7 @@ def load_settings(
         token=find_token(environ, config_path),
         queue=queue_settings(raw),
         config_path=config_path,
+        community=community_settings(raw),
     )
     if require_token and not settings.token:
         raise MissingToken(token_help(config_path))

@@ -72,18 +72,25 @@ class Entry:
         return self.request.job_id
 
 
+def open_database(path: str | Path, schema: str) -> sqlite3.Connection:
+    """A connection to the SQLite file `path` (":memory:" for tests), WAL and FULL sync,
+    with `schema` applied; usable from any thread (callers hold a lock)."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class Journal:
     """The SQLite file under the data directory (`path` ":memory:" for tests)."""
 
     def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -24,10 +24,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.broker import Broker, Job, JobState
+from bot.community import Community, CommunitySettings, Problem, SqliteCommunity
 from bot.conversations import Conversation, InteractionConversation, MessageConversation
 from bot.cooldowns import Cooldowns, cooldown_text
 from bot.decoder import DecoderPool, MiB
 from bot.delivery import Delivery, JobMeta
+from bot.i18n import t
 from bot.inputs import referenced_attachments, rerun_inputs
 from bot.intake import Intake
 from bot.options import (
@@ -39,6 +41,7 @@ from bot.options import (
     parse_strength,
 )
 from bot.plain import plain
+from bot.server_options import server_caps, server_limit
 from bot.settings import Settings
 from bot.texts import help_text, queue_text
 from bot.validation import InputProblem, Inputs, Validations, choose_inputs
@@ -69,6 +72,12 @@ class StylizeFlags(commands.FlagConverter, prefix="", delimiter=":", case_insens
     seed: int | None = commands.flag(
         default=None, description="A number to repeat a result exactly (leave out for a surprise)"
     )
+    # A style the server saved (/style save): `!stylize style:monet` in the text form.
+    saved: str | None = commands.flag(
+        default=None,
+        aliases=["style"],
+        description="A style this server saved (/style list shows them)",
+    )
 
 
 class NotAllowedHere(commands.CheckFailure):
@@ -88,8 +97,10 @@ class StylizeCog(commands.Cog, name="Stylize"):
         delivery: Delivery,
         decoder: DecoderPool | None = None,
         cooldowns: Cooldowns | None = None,
+        community: Community | None = None,
     ) -> None:
         self.bot = bot
+        self.community = community or Community(SqliteCommunity(":memory:"), CommunitySettings())
         self.settings = settings
         self.broker = broker
         self.queue = broker.queue
@@ -147,6 +158,28 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 return f"Only members with one of these roles can use me: {names}."
         return None
 
+    async def access_problem(
+        self, user: discord.abc.User, channel: Any, guild: discord.Guild | None
+    ) -> str | None:
+        """Why this member may not use the bot here (None when they may): DMs as the host
+        allows them, then the host's channels and roles, then the server's channels."""
+        if guild is None:
+            if not self.community.settings.allow_dms:
+                return t(await self.community.language(user, None), "dm.off")
+            if self.settings.bot.allowed_roles:
+                return t(await self.community.language(user, None), "dm.roles")
+            return None
+        refusal = self.refusal(user, channel)
+        if refusal:
+            return refusal
+        server = await self.community.server(guild.id)
+        if server.channels:
+            ids = {getattr(channel, "id", 0), getattr(channel, "parent_id", 0)}
+            if not ids & set(server.channels):
+                where = " ".join(f"<#{c}>" for c in server.channels)
+                return t(await self.community.language(user, guild), "access.server_channels", where=where)
+        return None
+
     @staticmethod
     def can_cancel(
         job: Job, user: discord.abc.User, permissions: discord.Permissions | None
@@ -188,31 +221,71 @@ class StylizeCog(commands.Cog, name="Stylize"):
         else:
             conv = MessageConversation(ctx.message)
         how = f"{self.prefix}stylize" if ctx.interaction is None else "/stylize"
+        server = await self.community.server(ctx.guild.id if ctx.guild else None)
         try:
             job_options = JobOptions(
-                strength=parse_strength(options.strength),
+                strength=(
+                    parse_strength(options.strength)
+                    if options.strength is not None or server.strength is None
+                    else server.strength
+                ),
                 size=options.size,
                 iterations=options.iterations,
-                color=parse_color(options.color),
+                color=parse_color(options.color) or server.color,
                 seed=options.seed,
             )
             if ctx.interaction is not None:
                 own = [a for a in (content, style, style2, style3) if a is not None]
-                inputs = choose_inputs(own, max_styles=self.settings.bot.max_styles, how=how)
+                referenced: list[Any] = []
+            else:
+                own = list(ctx.message.attachments)
+                referenced = await referenced_attachments(self.bot, ctx.message)
+            if options.saved:
+                inputs = await self.saved_style_inputs(ctx, options.saved, own, referenced)
+            else:
+                inputs = choose_inputs(
+                    own, referenced, max_styles=self.settings.bot.max_styles, how=how
+                )
+            if ctx.interaction is not None:
                 meta = JobMeta(job_options, "r")
             else:
-                referenced = await referenced_attachments(self.bot, ctx.message)
-                inputs = choose_inputs(
-                    ctx.message.attachments,
-                    referenced,
-                    max_styles=self.settings.bot.max_styles,
-                    how=how,
-                )
                 meta = JobMeta(job_options, "m", ctx.channel.id, ctx.message.id)
         except (OptionError, InputProblem) as e:
             await conv.say(f"⚠️ {e}")
             return
+        except Problem as e:
+            language = await self.community.language(ctx.author, ctx.guild, _locale(ctx))
+            await conv.say("⚠️ " + t(language, e.key, **e.values))
+            return
         await self.submit(conv, inputs, meta)
+
+    async def saved_style_inputs(
+        self, ctx: commands.Context, name: str, own: list[Any], referenced: list[Any]
+    ) -> Inputs:
+        """The photo and the server's saved style `name` (never another server's)."""
+        from bot.cogs.community import saved_inputs
+
+        if ctx.guild is None:
+            raise Problem("dm.server_only")
+        saved = await self.community.style(ctx.guild.id, name.strip())
+        if saved is None:
+            names = [s.name for s in await self.community.styles(ctx.guild.id)]
+            raise Problem(
+                "styles.unknown",
+                name=plain(name, 40),
+                names=", ".join(f"`{n}`" for n in names[:15]) or "-",
+            )
+        return saved_inputs(saved, own, referenced, max_styles=self.settings.bot.max_styles)
+
+    @stylize.autocomplete("saved")
+    async def _saved_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        cog = self.bot.get_cog("Community")
+        if cog is None:
+            return []
+        choices: list[app_commands.Choice[str]] = await cog.style_choices(interaction, current)  # type: ignore[attr-defined]
+        return choices
 
     @commands.hybrid_command(name="queue", description="Show the jobs that are waiting and running")
     async def queue_command(self, ctx: commands.Context) -> None:
@@ -239,7 +312,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
         await ctx.send(help_text(self.settings, self.caps), ephemeral=True)
 
     async def cog_check(self, ctx: commands.Context) -> bool:  # type: ignore[override]
-        refusal = self.refusal(ctx.author, ctx.channel)
+        refusal = await self.access_problem(ctx.author, ctx.channel, ctx.guild)
         if refusal:
             raise NotAllowedHere(refusal)
         return True
@@ -330,7 +403,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
             return
         await interaction.response.defer(thinking=True)
         conv = InteractionConversation(interaction)
-        refusal = self.refusal(interaction.user, interaction.channel)
+        refusal = await self.access_problem(interaction.user, interaction.channel, interaction.guild)
         if refusal:
             await conv.say(refusal)
             return
@@ -359,21 +432,37 @@ class StylizeCog(commands.Cog, name="Stylize"):
         )
 
     async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
-        return await self.intake.submit(conv, inputs, meta)
+        """Queue a job under the caps and the per-member limit of the server it comes from."""
+        server = await self.community.server(conv.guild.id if conv.guild else None)
+        return await self.intake.submit(
+            conv,
+            inputs,
+            meta,
+            caps=server_caps(self.settings.bot, server),
+            limit=server_limit(self.settings.bot, server),
+        )
 
 
 async def setup_cog(
-    bot: commands.Bot, *, settings: Settings, broker: Broker, delivery: Delivery
+    bot: commands.Bot,
+    *,
+    settings: Settings,
+    broker: Broker,
+    delivery: Delivery,
+    community: Community | None = None,
 ) -> StylizeCog:
-    cog = StylizeCog(bot, settings=settings, broker=broker, delivery=delivery)
+    cog = StylizeCog(bot, settings=settings, broker=broker, delivery=delivery, community=community)
     await bot.add_cog(cog)
-    # The slash form needs the photo and one style; the text form checks that itself (its
-    # images may come from the replied-to message), so only the slash schema requires them.
-    for name in ("content", "style"):
-        parameter = cog.stylize.app_command._params.get(name)  # type: ignore[union-attr]
-        if parameter is not None:
-            parameter.required = True
+    # The slash form needs the photo; the style is an image or a saved style (`saved`).
+    # The text form checks that itself (its images may come from the replied-to message).
+    parameter = cog.stylize.app_command._params.get("content")  # type: ignore[union-attr]
+    if parameter is not None:
+        parameter.required = True
     return cog
+
+
+def _locale(ctx: commands.Context) -> Any:
+    return ctx.interaction.locale if ctx.interaction is not None else None
 
 
 __all__ = ["StylizeCog", "setup_cog"]

@@ -192,6 +192,7 @@ class FakeUser:
     bot: bool = False
     role_ids: list[int] = dataclasses.field(default_factory=list)
     discriminator: str = "0"
+    locale: str = "en-US"  # the Discord client's language, sent with each interaction
 
     @property
     def mention(self) -> str:
@@ -498,6 +499,8 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41250,
         guild_name: str = "Stylebot Test Guild",
         bot_name: str = "stylebot",
+        preferred_locale: str = "en-US",
+        guild_id: int | None = None,
     ) -> None:
         self.expected_token = token
         self.premium_tier = premium_tier
@@ -513,7 +516,9 @@ class FakeDiscord:
         self._interaction_no = itertools.count(1)
         self._attachment_no = itertools.count(1)
 
-        self.guild_id = self._snowflake("guild")
+        # The same guild id as an earlier fake's: the same server after a restart of the bot.
+        self.guild_id = guild_id or self._snowflake("guild")
+        self._labels[self.guild_id] = "guild"
         self.bot_user = FakeUser(self._snowflake("app"), bot_name, bot=True, discriminator="4242")
         self.application_id = self.bot_user.id
         self.everyone_role_id = self.guild_id
@@ -533,6 +538,7 @@ class FakeDiscord:
         self.art = FakeChannel(self._snowflake("#art"), "art", guild_id=self.guild_id, position=1)
         self.channels: dict[int, FakeChannel] = {c.id: c for c in (self.general, self.art)}
         self.guild_name = guild_name
+        self.preferred_locale = preferred_locale
         self.everyone_permissions = discord.Permissions(
             view_channel=True,
             send_messages=True,
@@ -818,7 +824,7 @@ class FakeDiscord:
             "premium_tier": self.premium_tier,
             "premium_subscription_count": 0,
             "premium_progress_bar_enabled": False,
-            "preferred_locale": "en-US",
+            "preferred_locale": self.preferred_locale,
             "max_members": 500000,
             "max_video_channel_users": 25,
             "incidents_data": None,
@@ -1364,7 +1370,7 @@ class FakeDiscord:
             "channel": chan.payload(),
             "token": inter.token,
             "version": 1,
-            "locale": "en-US",
+            "locale": inter.user.locale,
             "app_permissions": str(self.permissions_for(self.bot_user).value),
             "entitlements": [],
             "entitlement_sku_ids": [],
@@ -1372,8 +1378,12 @@ class FakeDiscord:
         }
         if chan.guild_id is not None:
             data["guild_id"] = str(chan.guild_id)
-            data["guild"] = {"id": str(chan.guild_id), "locale": "en-US", "features": []}
-            data["guild_locale"] = "en-US"
+            data["guild"] = {
+                "id": str(chan.guild_id),
+                "locale": self.preferred_locale,
+                "features": [],
+            }
+            data["guild_locale"] = self.preferred_locale
             data["member"] = self.member_payload(inter.user, permissions=True)
             data["authorizing_integration_owners"] = {"0": str(chan.guild_id)}
             data["context"] = 0
@@ -1422,14 +1432,7 @@ class FakeDiscord:
         values = dict(options or {})
         values.update(attachments or {})
 
-        # Walk down to the (sub)command's option definitions.
-        option_defs = (cmd or {}).get("options", [])
-        nest: list[tuple[str, int]] = []
-        for part in path[1:]:
-            sub = next((o for o in option_defs if o.get("name") == part), None)
-            nest.append((part, sub.get("type", 1) if sub else 1))
-            option_defs = (sub or {}).get("options", [])
-        defs = {o["name"]: o for o in option_defs}
+        defs, nest = _option_defs(cmd, path)
         missing = [n for n, o in defs.items() if o.get("required") and n not in values]
         if missing:
             raise ValueError(f"/{name}: required options missing: {missing}")
@@ -1471,6 +1474,41 @@ class FakeDiscord:
             for k, v in values.items()
         }
         return await self._dispatch_interaction(inter, f"/{name} {shown}")
+
+    async def send_autocomplete(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        focused: str,
+        *,
+        user: FakeUser | None = None,
+        channel: FakeChannel | int | None = None,
+    ) -> FakeInteraction:
+        """A user types in the option ``focused`` of ``/name``: INTERACTION_CREATE type 4 with
+        the options typed so far (strings and numbers only); the bot answers with choices
+        (``autocomplete_choices``)."""
+        user = user or self.alice
+        chan = self._channel(channel)
+        path = name.split()
+        cmd = self.find_command(path[0], chan.guild_id)
+        if cmd is None:
+            raise LookupError(f"/{path[0]} was never synced")
+        defs, nest = _option_defs(cmd, path)
+        opts: list[dict[str, Any]] = []
+        for opt_name, value in options.items():
+            opt: dict[str, Any] = {
+                "name": opt_name,
+                "type": defs.get(opt_name, {}).get("type") or _infer_option_type(value),
+                "value": value,
+            }
+            if opt_name == focused:
+                opt["focused"] = True
+            opts.append(opt)
+        for part, part_type in reversed(nest):
+            opts = [{"name": part, "type": part_type, "options": opts}]
+        data = {"id": cmd["id"], "name": path[0], "type": 1, "options": opts}
+        inter = self._interaction_base(4, user, chan, data)
+        return await self._dispatch_interaction(inter, f"autocomplete /{name} {focused}")
 
     async def send_message_command(
         self, name: str, message: FakeMessage | int, *, user: FakeUser | None = None
@@ -2501,6 +2539,20 @@ class FakeDiscord:
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
+
+
+def _option_defs(
+    cmd: dict[str, Any] | None, path: list[str]
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int]]]:
+    """The option definitions of the (sub)command `path` of `cmd`, by name, and the
+    (name, type) of each subcommand level on the way down."""
+    option_defs = (cmd or {}).get("options", [])
+    nest: list[tuple[str, int]] = []
+    for part in path[1:]:
+        sub = next((o for o in option_defs if o.get("name") == part), None)
+        nest.append((part, sub.get("type", 1) if sub else 1))
+        option_defs = (sub or {}).get("options", [])
+    return {o["name"]: o for o in option_defs}, nest
 
 
 def _str_or_none(value: int | None) -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.community import CommunitySettings
 from bot.secrecy import RedactingFormatter
 from bot.settings import (
     BotSettings,
@@ -24,7 +25,10 @@ from bot.settings import (
 from engine.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError
 
 
-@pytest.mark.parametrize("section, cls", [("bot", BotSettings), ("queue", QueueSettings)])
+@pytest.mark.parametrize(
+    "section, cls",
+    [("bot", BotSettings), ("queue", QueueSettings), ("community", CommunitySettings)],
+)
 def test_default_toml_tables_match_the_dataclasses(section, cls):
     raw = tomllib.loads(DEFAULT_CONFIG.read_text())
     table = raw[section]
@@ -36,12 +40,13 @@ def test_default_toml_tables_match_the_dataclasses(section, cls):
         assert type(value) is type(defaults[name]) or isinstance(defaults[name], tuple), name
 
 
-def test_every_bot_and_queue_key_has_a_comment_line_above_it():
+def test_every_bot_queue_and_community_key_has_a_comment_line_above_it():
     lines = DEFAULT_CONFIG.read_text().splitlines()
     start = lines.index("[bot]")
     assert start > 0 and [line for line in lines[start + 1 :] if line.startswith("[")] == [
-        "[queue]"
-    ], "[bot] and [queue] are the last tables"
+        "[queue]",
+        "[community]",
+    ], "[bot], [queue] and [community] are the last tables"
     for i, line in enumerate(lines[start + 1 :], start + 1):
         if line and not line.startswith(("#", "[")):
             assert lines[i - 1].startswith("# "), f"no comment above {line!r}"

@@ -1,0 +1,105 @@
+"""Member-facing text in the member's language: one TOML catalogue per language.
+
+`bot/locales/<code>.toml` holds every text under a dotted key (`[settings] title = ...`
+is `settings.title`), with `{name}` placeholders filled by `str.format`. TOML because
+the standard library reads it (`tomllib`, no build step and no dependency), a
+translator edits one plain file with multi-line strings, and the config already is
+TOML; gettext would need a compile step for its `.mo` files and keys its entries by
+the English text, and Fluent a third-party runtime for plural rules neither language
+needs here. tests/bot/test_bot_i18n.py checks that every catalogue has every key with
+the same placeholders.
+
+The language of a reply is picked in this order: the member's own setting, the
+Discord locale of the interaction, the server's setting, the server's preferred
+locale, English (`pick_language`).
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+LOCALES_DIR = Path(__file__).parent / "locales"
+DEFAULT_LANGUAGE = "en"
+# Each language's code, and the name shown to members (in that language).
+LANGUAGES = {"en": "English", "ja": "日本語"}
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def load_catalogues(folder: Path = LOCALES_DIR) -> dict[str, dict[str, str]]:
+    return {
+        path.stem: _flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(folder.glob("*.toml"))
+    }
+
+
+def placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+class Catalogue:
+    def __init__(self, texts: Mapping[str, Mapping[str, str]]) -> None:
+        self.texts = texts
+
+    def has(self, key: str) -> bool:
+        return key in self.texts[DEFAULT_LANGUAGE]
+
+    def text(self, language: str | None, key: str, /, **values: Any) -> str:
+        """The text `key` in `language` (English where that language lacks it)."""
+        table = self.texts.get(language or DEFAULT_LANGUAGE, {})
+        template = table.get(key)
+        if template is None:
+            template = self.texts[DEFAULT_LANGUAGE][key]  # KeyError: a missing key is a bug
+        return template.format(**values)
+
+    def all(self, key: str) -> set[str]:
+        """`key` in every language (for words members may type in either)."""
+        return {table[key] for table in self.texts.values() if key in table}
+
+
+CATALOGUE = Catalogue(load_catalogues())
+
+
+def t(language: str | None, key: str, /, **values: Any) -> str:
+    return CATALOGUE.text(language, key, **values)
+
+
+def language_of_locale(locale: Any) -> str | None:
+    """"ja" for Discord's `ja`, "en" for `en-US`/`en-GB`; None for a language we lack."""
+    value = str(getattr(locale, "value", locale) or "").lower()
+    code = value.split("-")[0]
+    return code if code in LANGUAGES else None
+
+
+def parse_language(text: str | None) -> str | None:
+    """A language a member or admin typed: a code, a locale or the language's name."""
+    if text is None:
+        return None
+    word = text.strip().lower()
+    for code, name in LANGUAGES.items():
+        if word in (code, name.lower()):
+            return code
+    names = {"english": "en", "japanese": "ja", "nihongo": "ja", "英語": "en"}
+    return names.get(word) or language_of_locale(word)
+
+
+def pick_language(choices: Iterable[Any]) -> str:
+    """The first of `choices` (codes or Discord locales, None to skip) we have a catalogue for."""
+    for choice in choices:
+        code = choice if choice in LANGUAGES else language_of_locale(choice)
+        if code:
+            return code
+    return DEFAULT_LANGUAGE
