@@ -16,6 +16,7 @@ from bot.cogs.stylize import StylizeCog, setup_cog
 from bot.community import Community, HistoryEntry, store_beside
 from bot.delivery import Delivery
 from bot.settings import Settings
+from bot.translator import CatalogueTranslator
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class StyleBot(commands.Bot):
         await self.add_cog(CommunityCog(self, community=self.community, stylize=self.cog))
         self.add_dynamic_items(*ALL_BUTTONS, *COMMUNITY_BUTTONS)  # buttons survive restarts
         offer_in_dms(self.tree, self.community.settings.allow_dms)
+        # Names and descriptions in each member's language (bot/locales/*.toml).
+        await self.tree.set_translator(CatalogueTranslator())
         # Before the gateway connects, so no new command can arrive first: the REST calls
         # that re-attach the status messages work once logged in, which we are here.
         resumed = await self.delivery.resume(self)

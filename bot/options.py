@@ -38,8 +38,24 @@ COLOR_ALIASES = {
     "histogram": "histogram",
     "hist": "histogram",
     "match": "histogram",
+    # Japanese (prefix commands take 色:写真の色 as well as color:luminance).
+    "なし": "none",
+    "絵の色": "none",
+    "写真の色": "luminance",
+    "輝度": "luminance",
+    "ヒストグラム": "histogram",
+    "色合わせ": "histogram",
 }
 COLOR_CODES = {"none": "n", "luminance": "l", "histogram": "h"}
+# The named strength steps in Japanese (強さ:強め is strength:strong).
+STRENGTH_WORDS = {
+    "控えめ": "subtle",
+    "弱め": "subtle",
+    "普通": "normal",
+    "ふつう": "normal",
+    "強め": "strong",
+    "最強": "extreme",
+}
 
 
 class OptionError(ValueError):
@@ -79,6 +95,7 @@ def parse_strength(text: str | None) -> float:
     if text is None or not str(text).strip():
         return 1.0
     word = str(text).strip().lower().removesuffix("x")
+    word = STRENGTH_WORDS.get(word, word)
     if word in STRENGTH_STEPS:
         return STRENGTH_STEPS[word]
     try:

@@ -50,32 +50,34 @@ log = logging.getLogger(__name__)
 
 
 class StylizeFlags(commands.FlagConverter, prefix="", delimiter=":", case_insensitive=True):
-    """The options after `!stylize` (`strong size:384 color:luminance seed:7`); slash options too."""
+    """The options after `!stylize` (`strong size:384 color:luminance seed:7`); slash options
+    too. The text form also takes the Japanese words (`強さ:強め サイズ:384 色:写真の色`)."""
 
     strength: str | None = commands.flag(
         default=None,
+        aliases=["強さ"],
         positional=True,
         description="How much style: subtle, normal, strong, extreme, or a number (2 = twice normal)",
     )
     size: int | None = commands.flag(
-        default=None, description="Longest side of the result in pixels (bigger is slower)"
+        default=None, aliases=["サイズ"], description="Longest side of the result in pixels (bigger is slower)"
     )
     iterations: int | None = commands.flag(
-        default=None, description="How long to work on it (more is slower and more refined)"
+        default=None, aliases=["反復回数", "反復"], description="How long to work on it (more is slower and more refined)"
     )
     # A plain string: parse_color reads it, aliases (lum, hist, ...) included.
     color: str | None = commands.flag(
         default=None,
-        aliases=["colour"],
+        aliases=["colour", "色"],
         description="none: the painting's colours; luminance: keep the photo's; histogram: recolour the style",
     )
     seed: int | None = commands.flag(
-        default=None, description="A number to repeat a result exactly (leave out for a surprise)"
+        default=None, aliases=["シード"], description="A number to repeat a result exactly (leave out for a surprise)"
     )
     # A style the server saved (/style save): `!stylize style:monet` in the text form.
     saved: str | None = commands.flag(
         default=None,
-        aliases=["style"],
+        aliases=["style", "スタイル"],
         description="A style this server saved (/style list shows them)",
     )
 

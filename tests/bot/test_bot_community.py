@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from bot.broker import Broker
 from bot.broker.journal import Journal
 from bot.client import StyleBot
+from bot.i18n import t
 
 from .conftest import SIZE, Harness, connected, make_settings, png
 from .fake_discord import FakeDiscord, FakeMessage
@@ -338,3 +340,34 @@ async def test_the_language_follows_the_member_then_discord_then_the_server(engi
 @pytest.mark.skipif(not os.environ.get("STYLEBOT_E2E_TRANSCRIPT"), reason="for the record only")
 async def test_record_sessions(engines):  # pragma: no cover
     pass
+
+
+NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+async def test_slash_commands_are_offered_in_japanese(engines):
+    async with connected(engines) as h:
+        fake = h.fake
+        commands = fake.commands[None]
+        stylize = fake.find_command("stylize")
+        assert stylize["name_localizations"] == {"ja": "画風変換"}
+        options = {o["name"]: o for o in stylize["options"]}
+        assert options["strength"]["name_localizations"] == {"ja": "強さ"}
+        assert options["content"]["description_localizations"] == {"ja": "描き直す写真"}
+        settings = next(o for o in fake.find_command("stylebot")["options"] if o["name"] == "settings")
+        assert settings["name_localizations"] == {"ja": "設定"}
+
+        def walk(items, path):
+            for item in items:
+                key = ".".join([*path, item["name"]])
+                yield key, item
+                yield from walk(item.get("options", []), [*path, item["name"]])
+
+        for key, item in walk(commands, []):
+            # The English catalogue says what the code says; Discord's limits hold in Japanese.
+            for name in (item["name"], *item.get("name_localizations", {}).values()):
+                assert NAME.match(name) and name == name.lower(), (key, name)
+            for text in (item["description"], *item.get("description_localizations", {}).values()):
+                assert 1 <= len(text) <= 100, (key, text)
+        assert t("en", "cmd.stylize.description") == stylize["description"]
+        assert t("en", "cmd.stylize.opt.strength.description") == options["strength"]["description"]
