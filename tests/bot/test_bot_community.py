@@ -371,3 +371,21 @@ async def test_slash_commands_are_offered_in_japanese(engines):
                 assert 1 <= len(text) <= 100, (key, text)
         assert t("en", "cmd.stylize.description") == stylize["description"]
         assert t("en", "cmd.stylize.opt.strength.description") == options["strength"]["description"]
+
+
+async def test_the_prefix_command_takes_japanese_option_words(engines):
+    async with connected(engines) as h:
+        fake = h.fake
+        command = await fake.send_message(
+            f"!stylize 強め サイズ:{SIZE} 色:写真の色 シード:3", attachments=[PHOTO, STYLE]
+        )
+        result = await result_after(fake)
+        assert result.reference_id == command.id
+        assert "strength strong" in result.content and "colour luminance" in result.content
+        assert "seed 3" in result.content
+        save = await fake.send_message("!style save 浮世絵", attachments=[MONET])
+        await reply_to(fake, save)
+        command = await fake.send_message("!stylize 強さ:控えめ スタイル:浮世絵", attachments=[PHOTO])
+        second = await result_after(fake, result.id)
+        assert second.reference_id == command.id and "**浮世絵**" in second.content
+        assert "strength subtle" in second.content
