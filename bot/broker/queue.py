@@ -76,6 +76,21 @@ class Job:
     def finished(self) -> bool:
         return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
+    # Server boundaries (issue 11): a job is seen in full only by its member and inside
+    # its own server; a server's moderator may cancel it only from inside that server.
+    # `guild_id` is where the asking happens (0 in a DM).
+
+    def visible_to(self, user_id: int, guild_id: int) -> bool:
+        """Whether `user_id`, asking in `guild_id`, may see this job's details."""
+        return self.user_id == user_id or (guild_id != 0 and self.guild_id == guild_id)
+
+    def cancellable_by(self, user_id: int, guild_id: int, *, moderator: bool) -> bool:
+        """Whether `user_id` may cancel this job; `moderator`: they have Manage Messages
+        where they ask, which counts only when that is the job's own server."""
+        return self.user_id == user_id or (
+            moderator and guild_id != 0 and self.guild_id == guild_id
+        )
+
     def _future(self) -> asyncio.Future[Outcome]:
         if self._outcome is None:
             self._outcome = asyncio.get_running_loop().create_future()
