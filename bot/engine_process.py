@@ -248,9 +248,14 @@ class EngineClient:
         job.engine = self.name
         self._result = self._loop.create_future()
         try:
-            if not self.alive:
+            if job.cancelled_by is not None:
+                # Cancelled after the queue handed it out and before it reached us (no
+                # engine had it yet, so nobody else could stop it): it never starts.
+                self._result.set_result(JobFailed(job.id, ErrorKind.CANCELLED, ""))
+            elif not self.alive:
                 raise BrokenPipeError
-            await self._send(job.request)
+            else:
+                await self._send(job.request)
         except (BrokenPipeError, OSError):
             await asyncio.wait_for(self._dead.wait(), timeout=10)
             if not self._result.done():

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.broker.queue import Job, JobQueue, Outcome, QueueClosed
+from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobQueue, Outcome, QueueClosed
 from bot.engine_process import EngineClient, EngineStartFailed
 from engine.jobs import ErrorKind, JobFailed, JobResult
 
@@ -159,18 +159,28 @@ class EnginePool:
             if (
                 isinstance(outcome, JobFailed)
                 and outcome.kind == ErrorKind.ENGINE_DIED
-                and job.progress is None
-                and job.attempts < 2
                 and job.cancelled_by is None
+                and not self._stopping
             ):
-                # The engine died before reporting any progress: most likely it died
-                # idle just as the job was handed over. Give the job one more try on
-                # the restarted engine (a job that kills it again fails then).
-                log.warning(
-                    "job %s: the engine died before starting it; it goes back to the front", job.id
+                job.engine_deaths += 1
+                if job.engine_deaths < 2:
+                    # The engine died under the job, before or after its first progress:
+                    # the job gets one more try on the restarted engine, first in line.
+                    log.warning(
+                        "job %s: the engine died under it (%s); it goes back to the front "
+                        "for one more try",
+                        job.id,
+                        "before it started" if job.progress is None else "while it ran",
+                    )
+                    self.queue.put_back(job)
+                    continue
+                # A second engine died under the same job: the job is the likely cause
+                # (too large for this machine, an input that crashes the backend).
+                outcome = JobFailed(
+                    job.id,
+                    ErrorKind.ENGINE_DIED,
+                    f"{KILLED_TWO_ENGINES}; it is not tried again. Last: {outcome.message}",
                 )
-                self.queue.put_back(job)
-                continue
             self._log_outcome(job, outcome)
             self.queue.done(job, outcome)
         return not self._stopping

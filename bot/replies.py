@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bot.broker.queue import Job, JobState, ordinal
+from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobState, ordinal
 from bot.conversations import KEEP, StatusHandle
 from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
 
@@ -89,6 +89,11 @@ def status_text(job: Job, *, note: str = "") -> str:
     return f"Finishing… ({ref})"
 
 
+# engine/remote_worker.py's poison_failure: a job that stopped the Redis workers' engine
+# `max_tries` times in a row (the local pool's is KILLED_TWO_ENGINES).
+REMOTE_POISON = "The job stopped the painter "
+
+
 def failure_text(job: Job, failure: JobFailed) -> str:
     ref = f"job `{job.id}`"
     if failure.kind == ErrorKind.CANCELLED:
@@ -98,6 +103,14 @@ def failure_text(job: Job, failure: JobFailed) -> str:
         return f"⚠️ {message} ({ref})"
     # BAD_SETTINGS is not shown either: options are checked before queueing, so a
     # ValueError from the engine is a bug (it was a TensorFlow traceback, issue 11).
+    if failure.kind == ErrorKind.ENGINE_DIED and failure.message.startswith(
+        (KILLED_TWO_ENGINES, REMOTE_POISON)
+    ):
+        return (
+            f"💥 Sorry — this job stopped my painter more than once (it was tried again), so I gave up "
+            f"on it ({ref}). The same images and options would likely stop it again: try a "
+            "smaller size, fewer style images or other images."
+        )
     if failure.kind == ErrorKind.ENGINE_DIED:
         return (
             f"💥 Sorry — the painter crashed while working on this ({ref}). "

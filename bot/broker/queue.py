@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 Outcome = JobResult | JobFailed
 
 
+# The message of the failure of a job that two engines died under: the job itself is
+# the likely cause, so it is not tried a third time (the member is told so).
+KILLED_TWO_ENGINES = "The job stopped two engines in a row"
+
+
 def new_job_id() -> str:
     return secrets.token_hex(4)
 
@@ -57,6 +62,7 @@ class Job:
     cancelled_by: int | None = None
     cancel_reason: str = ""
     attempts: int = 0
+    engine_deaths: int = 0  # engines that died under this job (after two, it is the cause)
     seq: int = 0  # submission order, kept across restarts (the journal's row id)
     front: bool = False  # put back after an engine died under it: it goes first
     resumed: bool = False  # restored from the journal after a restart
@@ -288,6 +294,7 @@ class JobQueue:
         self._running.pop(job.id, None)
         job.state = JobState.QUEUED
         job.started = None
+        job.progress = None  # its status shows it waiting again, not the dead run's progress
         job.front = True
         self._waiting.append(job)
         self._renumber()

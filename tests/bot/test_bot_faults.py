@@ -1,0 +1,74 @@
+"""Issue 11, items 6, 7 and 10 with a fake engine in real worker processes: a cancel at
+the moment a job starts is not lost; a job whose engine dies after its first progress
+event is retried once, and a job that stops two engines is the cause and is not; an
+engine that cannot start is retried with a capped back-off and recovers by itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.broker.queue import JobQueue, JobState
+from bot.replies import failure_text
+from engine.jobs import ErrorKind, JobResult
+
+from .test_bot_queue import make_job, pool_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def pool():
+    q = JobQueue(max_waiting=10, per_user_limit=10)
+    p = pool_for(q, cancel_grace=1.0)
+    p.start()
+    await p.wait_ready(30)
+    yield p
+    await p.stop(grace=0)
+
+
+async def test_a_cancel_as_the_job_starts_is_not_lost(pool):
+    job = make_job(steps=200, delay=0.01)
+
+    def cancel_when_handed_out(changed):
+        # The queue has just handed the job to an engine; no engine holds it yet.
+        if changed.state == JobState.RUNNING and changed.cancelled_by is None:
+            pool.queue.cancel(changed.id, by=1, reason="Cancelled.")
+
+    job.listeners.append(cancel_when_handed_out)
+    pool.queue.submit(job)
+    outcome = await asyncio.wait_for(job.outcome(), 10)
+    assert outcome.kind == ErrorKind.CANCELLED and job.state == JobState.CANCELLED
+    assert job.progress is None  # it never ran
+    after = make_job()
+    pool.queue.submit(after)
+    assert isinstance(await asyncio.wait_for(after.outcome(), 10), JobResult)
+
+
+async def test_an_engine_death_after_the_first_progress_is_retried_once(pool, tmp_path):
+    job = make_job(steps=4, crash_at=2, crash_once=str(tmp_path / "crashed"))
+    pool.queue.submit(job)
+    outcome = await asyncio.wait_for(job.outcome(), 30)
+    assert isinstance(outcome, JobResult), outcome
+    assert (tmp_path / "crashed").exists() and pool.restarts == 1 and job.engine_deaths == 1
+
+
+async def test_a_job_that_stops_two_engines_is_the_cause_and_the_member_is_told(pool):
+    doomed, after = make_job(steps=5, crash_at=2), make_job(steps=2)
+    pool.queue.submit(doomed)
+    pool.queue.submit(after)
+    outcome = await asyncio.wait_for(doomed.outcome(), 30)
+    assert outcome.kind == ErrorKind.ENGINE_DIED and "status 7" in outcome.message
+    assert doomed.engine_deaths == 2 and pool.restarts == 2
+    text = failure_text(doomed, outcome)
+    assert "stopped my painter more than once" in text and "smaller size" in text
+    assert isinstance(await asyncio.wait_for(after.outcome(), 20), JobResult)
+
+
+def test_a_poison_job_on_the_redis_workers_is_explained_the_same_way():
+    from engine.remote_worker import poison_failure
+
+    job = make_job()
+    text = failure_text(job, poison_failure(job.id, 3))
+    assert "stopped my painter more than once" in text and "please try again" not in text
