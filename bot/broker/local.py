@@ -49,6 +49,7 @@ def engine_pool(
         count=settings.bot.engines,
         start_timeout=settings.bot.engine_start_timeout,
         restart_limit=settings.bot.engine_restart_limit,
+        retry_max=settings.bot.engine_retry_max,
         cancel_grace=settings.bot.cancel_grace,
         **({"backoff": backoff} if backoff is not None else {}),
     )

@@ -80,3 +80,10 @@ def crash_on_start(options) -> FakeEngine:
 
 def fail_on_start(options) -> FakeEngine:
     raise RuntimeError("TensorFlow could not load")
+
+
+def weights_from_file(options) -> FakeEngine:
+    """Starts only while the file named by [weights] source exists (a host restoring it)."""
+    if not os.path.exists(options.weights.source):
+        raise WeightsError(f"VGG-19 weights not found at {options.weights.source}")
+    return FakeEngine()

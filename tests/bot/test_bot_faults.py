@@ -6,12 +6,18 @@ engine that cannot start is retried with a capped back-off and recovers by itsel
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import pytest
 
 from bot.broker.queue import JobQueue, JobState
+from bot.pool import EnginePool
 from bot.replies import failure_text
+from bot.texts import queue_text
+from engine.config import WeightsSettings
 from engine.jobs import ErrorKind, JobResult
+from engine.worker import WorkerOptions
 
 from .test_bot_queue import make_job, pool_for
 
@@ -72,3 +78,72 @@ def test_a_poison_job_on_the_redis_workers_is_explained_the_same_way():
     job = make_job()
     text = failure_text(job, poison_failure(job.id, 3))
     assert "stopped my painter more than once" in text and "please try again" not in text
+
+
+# --- item 6: failed starts are retried with a capped back-off, and recover by themselves ---
+
+
+def test_the_back_off_doubles_and_is_capped_at_a_few_minutes():
+    q = JobQueue(max_waiting=10, per_user_limit=10)
+    default = EnginePool(queue=q, options=WorkerOptions())
+    assert [default.retry_delay(n) for n in (1, 2, 3, 4, 8, 9, 10, 50)] == [
+        1, 2, 4, 8, 128, 256, 300, 300,
+    ]  # fmt: skip
+    assert default.retry_max == 300
+
+
+async def test_an_engine_whose_weights_come_back_recovers_by_itself(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bot.pool")
+    weights = tmp_path / "vgg19.h5"
+    q = JobQueue(max_waiting=10, per_user_limit=10)
+    options = WorkerOptions(
+        engine_factory="tests.bot.fake_engine:weights_from_file",
+        log_level="WARNING",
+        weights=WeightsSettings(source=str(weights)),
+    )
+    p = EnginePool(
+        queue=q, options=options, start_timeout=30, restart_limit=1, backoff=(0.2,), retry_max=0.8
+    )
+    waiting = make_job()
+    q.submit(waiting)
+    p.start()
+    try:
+        outcome = await asyncio.wait_for(waiting.outcome(), 30)
+        assert outcome.kind == ErrorKind.WEIGHTS and p.unavailable is not None
+        assert "keeps trying to start by itself" in p.waiting_note
+        assert "keeps trying to start by itself" in queue_text(q, p, "!")
+        await asyncio.sleep(2.5)  # several more failed starts: it is not retired
+        assert caplog.text.count("starting again in") >= 4 and p.unavailable is not None
+        weights.write_bytes(b"restored")
+        restored = time.monotonic()
+        await p.wait_ready(30)
+        recovered = time.monotonic() - restored
+        assert p.unavailable is None and p.waiting_note == ""
+        job = make_job()
+        q.submit(job)
+        assert isinstance(await asyncio.wait_for(job.outcome(), 10), JobResult)
+        assert recovered < 0.8 + 5, recovered  # the capped back-off plus one start
+        print(f"\nweights restored -> engine ready: {recovered:.2f} s (back-off cap 0.8 s)")
+    finally:
+        await p.stop(grace=0)
+
+
+async def test_queued_members_are_told_the_engine_is_starting_again():
+    q = JobQueue(max_waiting=10, per_user_limit=10)
+    p = pool_for(q, "tests.bot.fake_engine:crash_on_start", restart_limit=3, backoff=(0.5,))
+    waiting = make_job()
+    notes = []
+    waiting.listeners.append(lambda j: notes.append(p.waiting_note))
+    q.submit(waiting)
+    p.start()
+    try:
+        async with asyncio.timeout(30):
+            while not p.next_try:
+                await asyncio.sleep(0.02)
+        assert waiting.state == JobState.QUEUED and p.unavailable is None
+        assert "could not start and is starting again" in p.waiting_note
+        assert "Your job keeps its place" in p.waiting_note
+        assert any("starting again" in n for n in notes)  # its status message was redrawn
+        assert "starting again" in queue_text(q, p, "!")
+    finally:
+        await p.stop(grace=0)
