@@ -186,8 +186,7 @@ class EngineClient:
         elif isinstance(message, Progress):
             job = self.job
             if job is not None and message.job_id in ("", job.id):
-                job.progress = message
-                job.notify()
+                job.report(message)
         elif isinstance(message, (JobResult, JobFailed)) and message.job_id:
             if self._result is not None and not self._result.done():
                 self._result.set_result(message)

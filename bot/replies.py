@@ -63,6 +63,8 @@ def eta(job: Job) -> float | None:
 def status_text(job: Job, *, note: str = "") -> str:
     """The status message of a job; `note` (waiting for the painter) goes under a queued one."""
     ref = f"job `{job.id}`"
+    if job.time_up and not job.finished:
+        return f"⏱ Time is up — finishing with the best image so far… ({ref})"
     if job.cancelled_by is not None and not job.finished:
         return f"🛑 Stopping… ({ref})"
     if job.state == JobState.QUEUED:

@@ -60,5 +60,6 @@ def local_broker(settings: Settings, *, journal: Journal | None = None) -> Broke
     return Broker(
         queue=queue,
         runner=engine_pool(settings, queue),
+        job_timeout=settings.bot.job_timeout,
         journal=journal or Journal(settings.queue.data_path() / JOURNAL_FILE),
     )

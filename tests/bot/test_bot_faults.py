@@ -147,3 +147,56 @@ async def test_queued_members_are_told_the_engine_is_starting_again():
         assert "starting again" in queue_text(q, p, "!")
     finally:
         await p.stop(grace=0)
+
+
+# --- item 3: [bot] job_timeout -----------------------------------------------------------
+
+
+async def test_a_job_over_the_time_limit_ends_with_its_best_image_marked_stopped_early(pool):
+    from bot.broker import Broker
+    from bot.broker.journal import Journal
+    from bot.replies import status_text
+
+    broker = Broker(queue=pool.queue, runner=pool, journal=Journal(":memory:"), job_timeout=0.5)
+    job = make_job(steps=100_000, delay=0.01)
+    statuses = []
+    job.listeners.append(lambda j: statuses.append(status_text(j)))
+    await broker.submit(job, {"source": "m"})
+    outcome = await asyncio.wait_for(job.outcome(), 10)
+    took = time.monotonic() - job.started
+    assert isinstance(outcome, JobResult) and outcome.stopped_early, outcome
+    assert outcome.image == b"preview" and 0 < outcome.iterations < 100_000
+    assert 0.5 <= took < 0.5 + 2, took
+    assert any("Time is up" in s for s in statuses)
+    print(f"\njob_timeout 0.5 s -> answered after {took:.2f} s, {outcome.iterations} iterations")
+    after = make_job()
+    pool.queue.submit(after)
+    done = await asyncio.wait_for(after.outcome(), 10)
+    assert isinstance(done, JobResult) and not done.stopped_early
+
+
+async def test_a_job_over_the_time_limit_before_any_preview_says_so(pool):
+    from bot.broker import Broker
+    from bot.broker.journal import Journal
+
+    broker = Broker(queue=pool.queue, runner=pool, journal=Journal(":memory:"), job_timeout=0.3)
+    job = make_job(steps=3, delay=2.0)  # the first progress (no preview) after 2 s
+    await broker.submit(job, {"source": "m"})
+    outcome = await asyncio.wait_for(job.outcome(), 10)
+    assert outcome.kind == ErrorKind.CANCELLED and "time limit of 0.3 s" in outcome.message
+    assert "🛑 Stopped: the job reached the time limit" in failure_text(job, outcome)
+
+
+def test_stopped_early_survives_the_wire_and_is_told_to_the_member():
+    from bot.broker.queue import png_size
+    from bot.delivery import stopped_early_text
+    from engine.jobs import from_wire, to_wire
+
+    from .conftest import png
+
+    result = JobResult("j1", b"x", "png", 1, 1, 1.0, 0, 5, 0.1, stopped_early=True)
+    assert from_wire(to_wire(result)).stopped_early
+    assert not from_wire(to_wire(JobResult("j1", b"x", "png", 1, 1, 1.0, 0, 5, 0.1))).stopped_early
+    assert png_size(png(48, 36)) == (48, 36) and png_size(b"preview") == (0, 0)
+    text = stopped_early_text(1800, 40, 1000)
+    assert "Stopped early" in text and "30 min" in text and "40 of 1000" in text
