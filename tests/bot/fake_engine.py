@@ -79,6 +79,9 @@ def crash_on_start(options) -> FakeEngine:
 
 
 def fail_on_start(options) -> FakeEngine:
+    import atexit
+
+    atexit.register(time.sleep, 1.0)  # the process lingers after closing its pipe
     raise RuntimeError("TensorFlow could not load")
 
 
@@ -86,4 +89,12 @@ def weights_from_file(options) -> FakeEngine:
     """Starts only while the file named by [weights] source exists (a host restoring it)."""
     if not os.path.exists(options.weights.source):
         raise WeightsError(f"VGG-19 weights not found at {options.weights.source}")
+    return FakeEngine()
+
+
+def slow_exit(options) -> FakeEngine:
+    """An engine whose process lingers 1 s after closing its pipe (TensorFlow's teardown)."""
+    import atexit
+
+    atexit.register(time.sleep, 1.0)
     return FakeEngine()

@@ -200,3 +200,40 @@ def test_stopped_early_survives_the_wire_and_is_told_to_the_member():
     assert png_size(png(48, 36)) == (48, 36) and png_size(b"preview") == (0, 0)
     text = stopped_early_text(1800, 40, 1000)
     assert "Stopped early" in text and "30 min" in text and "40 of 1000" in text
+
+
+# --- item 7: ending engines never blocks the event loop -----------------------------------
+
+
+@pytest.mark.parametrize("how", ["stop", "failed start"])
+async def test_an_engine_that_lingers_after_closing_its_pipe_does_not_block_the_loop(how):
+    from .test_bot_lifecycle import blocking_calls_on_this_thread
+
+    q = JobQueue(max_waiting=10, per_user_limit=10)
+    factory = "slow_exit" if how == "stop" else "fail_on_start"
+    p = pool_for(q, f"tests.bot.fake_engine:{factory}", restart_limit=0, backoff=(5.0,))
+    lags: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - before - 0.005)
+
+    with blocking_calls_on_this_thread() as blocked:
+        sampler = asyncio.create_task(sample())
+        p.start()
+        if how == "stop":
+            await p.wait_ready(30)
+            started = time.perf_counter()
+            await asyncio.wait_for(p.stop(grace=0), 15)
+            print(f"\npool.stop with a lingering engine: {time.perf_counter() - started:.2f} s")
+        else:
+            async with asyncio.timeout(30):
+                while p.unavailable is None:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            await p.stop(grace=0)
+        sampler.cancel()
+    print(f"max loop lag {max(lags) * 1000:.0f} ms; blocking calls {blocked}")
+    assert not blocked, blocked
