@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import discord
 
+from bot.i18n import t
 from bot.options import (
     CANCEL_TEMPLATE,
     RERUN_TEMPLATE,
@@ -23,7 +24,7 @@ from bot.options import (
 )
 
 HANDLER_COG = "Stylize"
-RERUN_LABELS = {"a": ("Again", "🔁"), "m": ("More style", "➕"), "l": ("Less style", "➖")}
+RERUN_LABELS = {"a": ("button.again", "🔁"), "m": ("button.more", "➕"), "l": ("button.less", "➖")}
 
 
 @runtime_checkable
@@ -39,10 +40,10 @@ def handler(interaction: discord.Interaction) -> ButtonHandler | None:
 
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=CANCEL_TEMPLATE):
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, language: str = "en") -> None:
         super().__init__(
             discord.ui.Button(
-                label="Cancel",
+                label=t(language, "button.cancel"),
                 style=discord.ButtonStyle.secondary,
                 emoji="✖️",
                 custom_id=cancel_custom_id(job_id),
@@ -63,11 +64,11 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=CANCEL_TE
 
 
 class RerunButton(discord.ui.DynamicItem[discord.ui.Button], template=RERUN_TEMPLATE):
-    def __init__(self, spec: RerunSpec) -> None:
-        text, emoji = RERUN_LABELS[spec.action]
+    def __init__(self, spec: RerunSpec, language: str = "en") -> None:
+        key, emoji = RERUN_LABELS[spec.action]
         super().__init__(
             discord.ui.Button(
-                label=text,
+                label=t(language, key),
                 emoji=emoji,
                 style=discord.ButtonStyle.primary
                 if spec.action == "a"
@@ -89,17 +90,17 @@ class RerunButton(discord.ui.DynamicItem[discord.ui.Button], template=RERUN_TEMP
             await cog.rerun(interaction, self.spec)
 
 
-def cancel_view(job_id: str) -> discord.ui.View:
+def cancel_view(job_id: str, language: str = "en") -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, language))
     return view
 
 
-def result_view(spec: RerunSpec) -> discord.ui.View:
+def result_view(spec: RerunSpec, language: str = "en") -> discord.ui.View:
     """The three rerun buttons; `spec` is the finished job's (its action is replaced)."""
     view = discord.ui.View(timeout=None)
     for action in ("a", "m", "l"):
-        view.add_item(RerunButton(replace(spec, action=action)))
+        view.add_item(RerunButton(replace(spec, action=action), language))
     return view
 
 

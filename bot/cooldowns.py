@@ -46,7 +46,8 @@ class Cooldowns:
         }
 
 
-def cooldown_text(seconds: float) -> str:
+def cooldown_text(seconds: float, language: str | None = None) -> str:
     """The one line a member sees when they are too quick."""
-    wait = max(1, math.ceil(seconds))
-    return f"⏳ Not so fast — please wait {wait} s and try again."
+    from bot.i18n import t
+
+    return t(language, "refused.cooldown", seconds=max(1, math.ceil(seconds)))

@@ -23,6 +23,7 @@ from bot.broker import Broker, Job
 from bot.broker.journal import Entry
 from bot.buttons import cancel_view, result_view
 from bot.conversations import Conversation, MessageStatus, ResumedConversation, fresh_file
+from bot.i18n import t
 from bot.options import JobOptions, RerunSpec, strength_label
 from bot.replies import (
     StatusMessage,
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 
 INPUT_PREFIX = "input-"  # result attachments that hold a slash job's inputs (for the buttons)
 INPUT_ALT = {False: "Input photo", True: "Input style image"}  # their alt text, before ": name"
-RESTARTING = (
-    "🔄 The bot is restarting. This job keeps its place and carries on when it is back "
-    "(job `{id}`)."
-)
 
 
 @dataclass
@@ -56,6 +53,7 @@ class JobMeta:
     names: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     reply_to: int = 0  # the command message the answer replies to (0: an interaction)
+    language: str = "en"  # the member's, for every message about the job (bot/i18n.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,13 +71,10 @@ def short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def stopped_early_text(limit: float, done: int, asked: int) -> str:
+def stopped_early_text(limit: float, done: int, asked: int, language: str | None = None) -> str:
     """Under a result the time limit cut short: what the member is looking at."""
-    minutes = f"{limit / 60:g} min" if limit >= 60 else f"{limit:g} s"
-    return (
-        f"⏱ **Stopped early**: the job reached the time limit of {minutes} after {done} of "
-        f"{asked} iterations, so this is the best image so far (its small preview). "
-        "A smaller size or fewer iterations finishes in time."
+    return t(
+        language, "result.stopped_early", limit=duration(limit, language), done=done, asked=asked
     )
 
 
@@ -104,7 +99,7 @@ class Delivery:
 
     def start_status(self, job: Job, handle: Any, text: str) -> StatusMessage:
         status = StatusMessage(
-            handle, job, self.settings.bot.edit_interval, note=self.note
+            handle, job, self.settings.bot.edit_interval, note=self.note, language=job.language
         )
         status.start(text)
         return status
@@ -126,10 +121,7 @@ class Delivery:
             if isinstance(outcome, JobResult):
                 message = await self.deliver(job, outcome, conv, meta)
                 if message is None:
-                    await status.finish(
-                        "😞 Sorry — the picture is too large to upload here, even shrunk "
-                        f"(job `{job.id}`)."
-                    )
+                    await status.finish(t(job.language, "result.too_large", id=job.id))
                 else:
                     await status.delete()
                     await self._posted(job, outcome, meta, message)
@@ -147,7 +139,7 @@ class Delivery:
                         outcome.kind.value,
                         outcome.message,
                     )
-                await status.finish(failure_text(job, outcome))
+                await status.finish(failure_text(job, outcome, job.language))
         except discord.Forbidden as e:
             log.warning(
                 "job %s: not allowed to post the result in channel %s (%s); the bot needs the "
@@ -156,14 +148,13 @@ class Delivery:
                 job.channel_id,
                 e.text,
             )
-            await status.finish(
-                f"⚠️ I'm not allowed to upload the picture here (I need the Attach Files "
-                f"permission in this channel). (job `{job.id}`)"
-            )
+            await status.finish(t(job.language, "result.no_upload", id=job.id))
         except Exception:
             log.exception("job %s: could not deliver the outcome", job.id)
             try:
-                await status.finish(failure_text(job, JobFailed(job.id, ErrorKind.INTERNAL, "")))
+                await status.finish(
+                    failure_text(job, JobFailed(job.id, ErrorKind.INTERNAL, ""), job.language)
+                )
             except Exception:
                 log.exception("job %s: could not apologise either", job.id)
         await self.broker.delivered(job)
@@ -173,7 +164,11 @@ class Delivery:
     ) -> discord.Message | None:
         """The result as a reply, in the best encoding that fits the upload limit (None: none fits)."""
         extras = await self._kept_inputs(job, meta, conv.filesize_limit)
-        view = result_view(self._spec(job, result, meta)) if (meta.source == "m" or extras) else None
+        view = (
+            result_view(self._spec(job, result, meta), meta.language)
+            if (meta.source == "m" or extras)
+            else None
+        )
         budget = conv.filesize_limit
         encodings = result_encodings(result, quality=self.settings.engine.output.quality)
         while True:
@@ -256,29 +251,45 @@ class Delivery:
     ) -> str:
         settings = job.request.settings
         names = meta.names
+        language = meta.language
         what = (
-            f"**{short(names[0])}** in the style of "
-            + " + ".join(f"**{short(n)}**" for n in names[1:])
+            t(
+                language,
+                "result.what",
+                photo=short(names[0]),
+                styles=" + ".join(f"**{short(n)}**" for n in names[1:]),
+            )
             if names
-            else "your picture"
+            else t(language, "result.your_picture")
         )
-        details = [f"{width}×{height}", f"strength {strength_label(meta.options.strength)}"]
+        details = [
+            f"{width}×{height}",
+            t(language, "result.strength", value=strength_label(meta.options.strength, language)),
+        ]
         if settings.color != "none":
-            details.append(f"colour {settings.color}")
+            details.append(t(language, "result.colour", value=settings.color))
         if result.seed >= 0:
-            details.append(f"seed {result.seed}")
-        details.append(f"{result.iterations} iterations in {duration(result.elapsed)}")
-        text = f"{conv.user.mention} here is {what}\n{' · '.join(details)}"
+            details.append(t(language, "result.seed", value=result.seed))
+        details.append(
+            t(
+                language,
+                "result.took",
+                iterations=result.iterations,
+                time=duration(result.elapsed, language),
+            )
+        )
+        text = t(language, "result.here", mention=conv.user.mention, what=what)
+        text += f"\n{' · '.join(details)}"
         if note:
             text += f" · {note}"
         if result.stopped_early:
             text += "\n" + stopped_early_text(
-                self.settings.bot.job_timeout, result.iterations, settings.iterations
+                self.settings.bot.job_timeout, result.iterations, settings.iterations, language
             )
         if meta.notes:
             text += f"\n({'; '.join(meta.notes)})"
         if self.broker.runner.random_weights:
-            text += "\n(test mode: the painter runs on random weights, so this is not real art)"
+            text += "\n" + t(language, "result.test_mode")
         return text[:2000]
 
     async def _posted(
@@ -309,8 +320,9 @@ class Delivery:
             client, guild_id=entry.guild_id, channel_id=entry.channel_id,
             user_id=entry.user_id, reply_to=meta.reply_to,
         )  # fmt: skip
-        text = status_text(job, note=self.note())
-        view = None if job.finished else cancel_view(job.id)
+        job.language = meta.language
+        text = status_text(job, note=self.note(), language=job.language)
+        view = None if job.finished else cancel_view(job.id, job.language)
         handle: Any = None
         if entry.status_message_id:
             handle = MessageStatus(conv.partial_message(entry.status_message_id))
@@ -351,7 +363,10 @@ class Delivery:
         following = list(self._following.values())
         for task, _ in following:
             task.cancel()
-        edits = [status.finish(RESTARTING.format(id=status.job.id)) for _, status in following]
+        edits = [
+            status.finish(t(status.language, "status.restarting", id=status.job.id))
+            for _, status in following
+        ]
         if edits:
             await asyncio.wait([asyncio.ensure_future(e) for e in edits], timeout=timeout)
 

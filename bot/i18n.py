@@ -103,3 +103,82 @@ def pick_language(choices: Iterable[Any]) -> str:
         if code:
             return code
     return DEFAULT_LANGUAGE
+
+
+class Label(str):
+    """How a message names an image ("the photo (cat.png)", "style image 2 (b.png)"): the
+    English as the string itself, any language through `text`."""
+
+    # (Not `index` and `count`: str has methods of those names.)
+    role: str
+    position: int
+    total: int
+    filename: str
+
+    def __new__(cls, role: str, position: int, total: int, filename: str) -> Label:
+        made = super().__new__(cls, _label(DEFAULT_LANGUAGE, role, position, total, filename))
+        made.role, made.position, made.total, made.filename = role, position, total, filename
+        return made
+
+    def text(self, language: str | None) -> str:
+        return _label(language, self.role, self.position, self.total, self.filename)
+
+
+def _label(language: str | None, role: str, index: int, count: int, filename: str) -> str:
+    name = t(language, "input.name", name=filename) if filename else ""
+    if role == "content":
+        return t(language, "input.photo", name=name)
+    if count == 1:
+        return t(language, "input.style", name=name)
+    return t(language, "input.style_n", n=index + 1, name=name)
+
+
+def render(language: str | None, key: str, values: Mapping[str, Any]) -> str:
+    """`key` with `values` (labels in `language` too), its first letter capitalised."""
+    shown = {k: v.text(language) if isinstance(v, Label) else v for k, v in values.items()}
+    text = t(language, key, **shown)
+    return text[:1].upper() + text[1:]
+
+
+class Explained(Exception):
+    """An error a member reads: a catalogue key and its values (`text(language)`), or,
+    for messages that come from elsewhere (the engine's), a plain text. `str()` is the
+    English, so logs and English-only callers read it as before."""
+
+    def __init__(self, key_or_text: str, /, *, english: str | None = None, **values: Any) -> None:
+        self.key = key_or_text if CATALOGUE.has(key_or_text) else None
+        self.values = values
+        # `english`: a more precise English sentence than the catalogue's (the engine's
+        # own, which names the exact problem); other languages get the catalogue's.
+        self.english = english
+        super().__init__(english or (render(None, self.key, values) if self.key else key_or_text))
+
+    def text(self, language: str | None) -> str:
+        if self.key is None or (self.english and language in (None, DEFAULT_LANGUAGE)):
+            return str(self)
+        return render(language, self.key, self.values)
+
+
+def explain(error: BaseException, language: str | None) -> str:
+    """What `error` says, in `language` when it can."""
+    return error.text(language) if isinstance(error, Explained) else str(error)
+
+
+def ordinal_in(language: str | None, n: int) -> str:
+    """"2nd" in English; the number in Japanese (the catalogue says "2 番目")."""
+    from bot.broker.queue import ordinal
+
+    return str(n) if language == "ja" else ordinal(n)
+
+
+def duration_in(language: str | None, seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return t(language, "duration.seconds", s=seconds)
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        if secs and minutes < 10:
+            return t(language, "duration.minutes_seconds", m=minutes, s=secs)
+        return t(language, "duration.minutes", m=minutes)
+    hours, minutes = divmod(minutes, 60)
+    return t(language, "duration.hours", h=hours, m=minutes)

@@ -13,11 +13,12 @@ import logging
 
 import discord
 
-from bot.broker import Broker, Job, Refused, new_job_id
+from bot.broker import Broker, Job, QueueFull, Refused, UserLimitReached, new_job_id
 from bot.buttons import cancel_view
 from bot.conversations import Conversation
 from bot.decoder import DecoderPool
 from bot.delivery import Delivery, JobMeta
+from bot.i18n import DEFAULT_LANGUAGE, explain, t
 from bot.options import Caps, OptionError, build_settings, strength_label
 from bot.replies import status_text
 from bot.settings import Settings
@@ -60,14 +61,15 @@ class Intake:
     ) -> Job | None:
         """Validate, queue, acknowledge, and follow the job to its end. None if refused.
         `caps` and `limit`: the server's, when it set lower ones than the host's."""
-        refusal = self.not_taking_jobs()
+        language = meta.language
+        refusal = self.not_taking_jobs(language)
         if refusal:
             await conv.say(refusal)
             return None
         try:
             self.queue.check(conv.user.id)  # before downloading anything
             settings, notes = build_settings(
-                self.settings.engine.transfer, meta.options, caps or self.caps
+                self.settings.engine.transfer, meta.options, caps or self.caps, language
             )
             member = conv.user.id
             with self.validations.claim(
@@ -82,8 +84,11 @@ class Intake:
                     decoder=self.decoder,
                     owner=member,
                 )
-        except (Refused, OptionError, InputProblem) as e:
-            await conv.say(f"⚠️ {e}")
+        except Refused as e:
+            await conv.say(f"⚠️ {self.refusal_text(e, language, conv.user.id)}")
+            return None
+        except (OptionError, InputProblem) as e:
+            await conv.say(f"⚠️ {explain(e, language)}")
             return None
         meta.notes, meta.names, meta.reply_to = notes, checked.names, conv.reply_to
         job = Job(
@@ -100,11 +105,12 @@ class Intake:
             channel_id=getattr(conv.channel, "id", 0),
             guild_id=conv.guild.id if conv.guild else 0,
             label=f"{checked.names[0]} in the style of {', '.join(checked.names[1:])}",
+            language=language,
         )
         try:
             await self.broker.submit(job, meta.to_json())  # durable before the member hears of it
         except Refused as e:
-            await conv.say(f"⚠️ {e}")
+            await conv.say(f"⚠️ {self.refusal_text(e, language, conv.user.id)}")
             return None
         log.info(
             "job %s queued for user %s at position %d: %dpx, %d iterations, strength %s",
@@ -118,24 +124,33 @@ class Intake:
         await self.acknowledge(job, conv, meta)
         return job
 
-    def not_taking_jobs(self) -> str | None:
+    def not_taking_jobs(self, language: str | None = None) -> str | None:
         if self.closing:
-            return "I'm restarting, so I'm not taking new jobs right now. Please try again in a minute."
+            return t(language, "refused.restarting")
         if self.broker.runner.unavailable is not None:
-            return (
-                "😞 Sorry — my painter isn't working right now (a setup problem on the host's side, "
-                "and the host has been told in the log). It keeps trying to start by itself; "
-                "please try again later."
-            )
+            return t(language, "refused.painter_down")
         return None
+
+    def refusal_text(self, refused: Refused, language: str | None, user_id: int) -> str:
+        """Why the queue refused a job, in the member's language (the queue's own words,
+        which can carry a host's reason, in English)."""
+        if language in (None, DEFAULT_LANGUAGE):
+            return str(refused)
+        if isinstance(refused, UserLimitReached):
+            mine = len(self.queue.jobs_of(user_id))
+            key = "refused.limit_one" if mine == 1 else "refused.limit_other"
+            return t(language, key, mine=mine, limit=self.queue.per_user_limit)
+        if isinstance(refused, QueueFull):
+            return t(language, "refused.queue_full", waiting=len(self.queue.waiting))
+        return t(language, "refused.restarting")
 
     async def acknowledge(self, job: Job, conv: Conversation, meta: JobMeta) -> None:
         """Post the status message, remember where it is, and follow the job."""
-        text = status_text(job, note=self.delivery.note())
+        text = status_text(job, note=self.delivery.note(), language=job.language)
         if meta.notes:
             text += f"\n({'; '.join(meta.notes)})"
         try:
-            handle = await conv.open_status(text, cancel_view(job.id))
+            handle = await conv.open_status(text, cancel_view(job.id, job.language))
         except discord.HTTPException as e:
             log.warning(
                 "job %s: could not post the status message (%s %s); cancelling it",

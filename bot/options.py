@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 
+from bot.i18n import Explained, t
 from bot.plain import plain
 from engine.jobs import COLOR_MODES, MIN_IMAGE_SIDE, STRENGTH_STEPS, TransferSettings
 
@@ -58,18 +59,16 @@ STRENGTH_WORDS = {
 }
 
 
-class OptionError(ValueError):
-    """A member's option is wrong; the message says which and what is allowed."""
+class OptionError(Explained, ValueError):
+    """A member's option is wrong; the message says which and what is allowed (a catalogue
+    key, so in the member's language)."""
 
 
 def capped(name: str, text: str | None) -> str | None:
     """`text` if it is short enough to be an option value; else OptionError and one log line."""
     if text is not None and len(text) > MAX_OPTION_LENGTH:
         log.info("refused a %d-character %s option", len(text), name)
-        raise OptionError(
-            f"That {name} is {len(text)} characters long; option values are short words or "
-            f"numbers (at most {MAX_OPTION_LENGTH} characters), like `strong` or `size:512`."
-        )
+        raise OptionError("option.too_long", what=name, length=len(text), most=MAX_OPTION_LENGTH)
     return text
 
 
@@ -102,13 +101,19 @@ def parse_strength(text: str | None) -> float:
         value = float(word)
     except ValueError:
         raise OptionError(
-            f"I don't know the strength '{plain(text, MAX_OPTION_LENGTH)}'. Use one of {', '.join(STRENGTH_STEPS)}, "
-            f"or a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g} (1 = normal, 2 = twice as much style)."
+            "option.strength",
+            value=plain(text, MAX_OPTION_LENGTH),
+            steps=", ".join(STRENGTH_STEPS),
+            least=f"{STRENGTH_MIN:g}",
+            most=f"{STRENGTH_MAX:g}",
         ) from None
     if not STRENGTH_MIN <= value <= STRENGTH_MAX:
         raise OptionError(
-            f"Strength {value:g} is out of range: use a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g} "
-            f"(1 = normal), or one of {', '.join(STRENGTH_STEPS)}."
+            "option.strength_range",
+            value=f"{value:g}",
+            steps=", ".join(STRENGTH_STEPS),
+            least=f"{STRENGTH_MIN:g}",
+            most=f"{STRENGTH_MAX:g}",
         )
     return value
 
@@ -119,33 +124,28 @@ def parse_color(text: str | None) -> str | None:
         return None
     mode = COLOR_ALIASES.get(str(text).strip().lower())
     if mode is None:
-        raise OptionError(
-            f"I don't know the colour mode '{plain(text, MAX_OPTION_LENGTH)}'. Use none (the painting's colours), "
-            "luminance (keep the photo's colours) or histogram (recolour the painting to the photo first)."
-        )
+        raise OptionError("option.colour", value=plain(text, MAX_OPTION_LENGTH))
     return mode
 
 
-def strength_label(multiplier: float) -> str:
+def strength_label(multiplier: float, language: str | None = None) -> str:
+    """The step's name ("strong", in `language`: "強め"), or "×2.5"."""
     for name, value in STRENGTH_STEPS.items():
         if abs(value - multiplier) < 1e-9:
-            return name
+            return t(language, f"step.{name}")
     return f"×{multiplier:.3g}"
 
 
 def build_settings(
-    base: TransferSettings, options: JobOptions, caps: Caps
+    base: TransferSettings, options: JobOptions, caps: Caps, language: str | None = None
 ) -> tuple[TransferSettings, list[str]]:
     """The job's settings, and notes for the member about anything that was capped."""
     notes: list[str] = []
     size = options.size if options.size is not None else min(base.size, caps.max_size)
     if size < MIN_SIZE:
-        raise OptionError(
-            f"Size {size} is too small: use at least {MIN_SIZE} pixels (smaller pictures are too "
-            "small for the painter to see any style in)."
-        )
+        raise OptionError("option.size_small", size=size, least=MIN_SIZE)
     if size > caps.max_size:
-        notes.append(f"size capped at {caps.max_size} px")
+        notes.append(t(language, "result.size_capped", most=caps.max_size))
         size = caps.max_size
     iterations = (
         options.iterations
@@ -153,12 +153,12 @@ def build_settings(
         else min(base.iterations, caps.max_iterations)
     )
     if iterations < 1:
-        raise OptionError("Iterations must be at least 1.")
+        raise OptionError("option.iterations")
     if iterations > caps.max_iterations:
-        notes.append(f"iterations capped at {caps.max_iterations}")
+        notes.append(t(language, "result.iterations_capped", most=caps.max_iterations))
         iterations = caps.max_iterations
     if options.seed is not None and not 0 <= options.seed <= SEED_MAX:
-        raise OptionError(f"Seed must be a whole number from 0 to {SEED_MAX}.")
+        raise OptionError("option.seed", most=SEED_MAX)
     if not STRENGTH_MIN <= options.strength <= STRENGTH_MAX:
         raise OptionError(f"Strength must be from {STRENGTH_MIN:g} to {STRENGTH_MAX:g}.")
     try:

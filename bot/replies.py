@@ -14,8 +14,9 @@ from typing import Any
 
 import discord
 
-from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobState, ordinal
+from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobState
 from bot.conversations import KEEP, StatusHandle
+from bot.i18n import duration_in, ordinal_in, t
 from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,8 @@ def progress_bar(fraction: float, segments: int = BAR_SEGMENTS) -> str:
     return "▰" * filled + "▱" * (segments - filled)
 
 
-def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs and minutes < 10 else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+def duration(seconds: float, language: str | None = None) -> str:
+    return duration_in(language, seconds)
 
 
 def done_fraction(progress: Progress | None) -> float:
@@ -60,35 +54,36 @@ def eta(job: Job) -> float | None:
     return p.elapsed / fraction * (1.0 - fraction)
 
 
-def status_text(job: Job, *, note: str = "") -> str:
+def status_text(job: Job, *, note: str = "", language: str | None = None) -> str:
     """The status message of a job; `note` (waiting for the painter) goes under a queued one."""
-    ref = f"job `{job.id}`"
+    ref = t(language, "status.ref", id=job.id)
     if job.time_up and not job.finished:
-        return f"⏱ Time is up — finishing with the best image so far… ({ref})"
+        return t(language, "status.time_up", ref=ref)
     if job.cancelled_by is not None and not job.finished:
-        return f"🛑 Stopping… ({ref})"
+        return t(language, "status.stopping", ref=ref)
     if job.state == JobState.QUEUED:
-        place = "next in line" if job.position == 1 else f"{ordinal(job.position)} in line"
-        if job.resumed:
-            text = f"⏳ Resumed after a restart — you are {place}. ({ref})"
-        else:
-            text = f"⏳ Queued — you are {place}. ({ref})"
+        place = (
+            t(language, "status.next")
+            if job.position == 1
+            else t(language, "status.place", ordinal=ordinal_in(language, job.position))
+        )
+        text = t(language, "status.resumed" if job.resumed else "status.queued", place=place, ref=ref)
         if note:
             text += f"\n{note}"
         return text
     if job.state == JobState.RUNNING:
         p = job.progress
         if p is None:
-            return f"🎨 Starting… ({ref})"
+            return t(language, "status.starting", ref=ref)
         fraction = done_fraction(p)
-        text = f"🎨 Painting {progress_bar(fraction)} {int(fraction * 100)}%"
+        text = t(language, "status.painting", bar=progress_bar(fraction), percent=int(fraction * 100))
         left = eta(job)
         if p.iteration >= p.total:
-            text += " · finishing"
+            text += t(language, "status.finishing_now")
         elif left is not None:
-            text += f" · about {duration(max(left, 1))} left"
-        return f"{text} ({ref})"
-    return f"Finishing… ({ref})"
+            text += t(language, "status.left", time=duration(max(left, 1), language))
+        return f"{text} ({ref})" if language in (None, "en") else f"{text}（{ref}）"
+    return t(language, "status.finishing", ref=ref)
 
 
 # engine/remote_worker.py's poison_failure: a job that stopped the Redis workers' engine
@@ -96,8 +91,8 @@ def status_text(job: Job, *, note: str = "") -> str:
 REMOTE_POISON = "The job stopped the painter "
 
 
-def failure_text(job: Job, failure: JobFailed) -> str:
-    ref = f"job `{job.id}`"
+def failure_text(job: Job, failure: JobFailed, language: str | None = None) -> str:
+    ref = t(language, "status.ref", id=job.id)
     if failure.kind == ErrorKind.CANCELLED:
         return f"🛑 {failure.message} ({ref})"
     if failure.kind == ErrorKind.BAD_INPUT and member_safe(failure.message):
@@ -108,22 +103,12 @@ def failure_text(job: Job, failure: JobFailed) -> str:
     if failure.kind == ErrorKind.ENGINE_DIED and failure.message.startswith(
         (KILLED_TWO_ENGINES, REMOTE_POISON)
     ):
-        return (
-            f"💥 Sorry — this job stopped my painter more than once (it was tried again), so I gave up "
-            f"on it ({ref}). The same images and options would likely stop it again: try a "
-            "smaller size, fewer style images or other images."
-        )
+        return t(language, "failure.crashed_twice", ref=ref)
     if failure.kind == ErrorKind.ENGINE_DIED:
-        return (
-            f"💥 Sorry — the painter crashed while working on this ({ref}). "
-            "It has been restarted; please try again."
-        )
+        return t(language, "failure.crashed", ref=ref)
     if failure.kind == ErrorKind.WEIGHTS:
-        return (
-            f"😞 Sorry — my painter isn't set up correctly, so I can't paint right now. "
-            f"The host can find the reason in the log ({ref})."
-        )
-    return f"😞 Sorry — something went wrong on my side. The host can look it up in the log: {ref}."
+        return t(language, "failure.weights", ref=ref)
+    return t(language, "failure.internal", ref=ref)
 
 
 # An engine message is shown to a member only if it is one of ours: an InputError's
@@ -154,6 +139,7 @@ class StatusMessage:
     job: Job
     interval: float
     note: Any = None  # () -> str: why the queue is not moving, if it is not
+    language: str = "en"  # the member's (bot/i18n.py)
     _want_text: str = ""
     _want_preview: bytes | None = None
     _sent_text: str = ""
@@ -174,7 +160,9 @@ class StatusMessage:
     def on_job(self, job: Job) -> None:
         if job.finished:
             return
-        self._want_text = status_text(job, note=self.note() if self.note else "")
+        self._want_text = status_text(
+            job, note=self.note() if self.note else "", language=self.language
+        )
         if job.progress is not None and job.progress.preview_png:
             self._want_preview = job.progress.preview_png
         self._changed.set()

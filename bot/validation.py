@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.i18n import Explained, Label
 from bot.plain import plain
 from engine import images
 from engine.jobs import MIN_IMAGE_SIDE, ImageLimits, TransferSettings, style_side
@@ -40,8 +41,9 @@ class AttachmentLike(Protocol):
     async def read(self) -> bytes: ...
 
 
-class InputProblem(ValueError):
-    """Why the images cannot be used, written for the member."""
+class InputProblem(Explained, ValueError):
+    """Why the images cannot be used, written for the member (a catalogue key, so in
+    their language; or the engine's English sentence)."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,8 @@ def sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def label(role: str, index: int, count: int, filename: str) -> str:
-    name = f" ({plain(filename, 60)})" if filename else ""
-    if role == "content":
-        return f"the photo{name}"
-    return f"the style image{name}" if count == 1 else f"style image {index + 1}{name}"
+def label(role: str, index: int, count: int, filename: str) -> Label:
+    return Label(role, index, count, plain(filename, 60) if filename else "")
 
 
 def choose_inputs(
@@ -94,29 +93,15 @@ def choose_inputs(
     if referenced and len(own) < 2:
         content, styles = referenced[0], list(own)
         if not styles:
-            raise InputProblem(
-                "You replied to a message with a photo, but attached no style image. "
-                f"Attach the painting whose style you want to your `{how}` reply."
-            )
+            raise InputProblem("input.reply_without_style", how=how)
     else:
         if not own:
-            raise InputProblem(
-                "I need two images: first the photo, then the painting whose style you want. "
-                f"Attach both to your `{how}` message, or reply to a message that has the photo "
-                f"and attach the style image. `{how} help` explains the options."
-            )
+            raise InputProblem("input.none", how=how)
         if len(own) == 1:
-            raise InputProblem(
-                f"I got only one image ({own[0].filename}), but I need two: the photo first, then "
-                "the painting whose style you want. Attach both, or reply to a message that has the "
-                "photo and attach the style image."
-            )
+            raise InputProblem("input.only_one", name=plain(own[0].filename, 60))
         content, styles = own[0], list(own[1:])
     if len(styles) > max_styles:
-        raise InputProblem(
-            f"You sent {len(styles)} style images; I can blend at most {max_styles}. "
-            "Please send fewer."
-        )
+        raise InputProblem("input.too_many_styles", count=len(styles), most=max_styles)
     return Inputs(
         Candidate(content, label("content", 0, 1, content.filename)),
         tuple(
@@ -139,9 +124,10 @@ def check_declared_size(candidate: Candidate, limits: ImageLimits) -> None:
     size = int(getattr(candidate.attachment, "size", 0) or 0)
     if size > limits.max_bytes:
         raise InputProblem(
-            f"{sentence(candidate.label)} is {format_bytes(size, round_up=True)}; the limit is "
-            f"{format_bytes(limits.max_bytes, round_up=False)}. Please send a smaller file "
-            "(shrinking it or saving it as a JPEG usually does it) and try again."
+            "input.too_big",
+            what=candidate.label,
+            size=format_bytes(size, round_up=True),
+            most=format_bytes(limits.max_bytes, round_up=False),
         )
 
 
@@ -162,18 +148,16 @@ def check_sides(label_: str, width: int, height: int, longest: int | None = None
     at least MIN_IMAGE_SIDE px on the shorter side (engine/jobs.py says why)."""
     if min(width, height) < MIN_IMAGE_SIDE:
         raise InputProblem(
-            f"{sentence(label_)} is only {width}×{height} pixels; I need at least "
-            f"{MIN_IMAGE_SIDE} pixels on each side. Please send a larger image."
+            "input.too_small", what=label_, width=width, height=height, least=MIN_IMAGE_SIDE
         )
     if longest is None:
         return
     h, w = images.fit_longest(height, width, longest)
     if min(w, h) < MIN_IMAGE_SIDE:
         raise InputProblem(
-            f"{sentence(label_)} ({width}×{height}) is too thin for this size: at {longest} px "
-            f"it would be {w}×{h}, and I need at least {MIN_IMAGE_SIDE} pixels on each side. "
-            "Crop it to a less stretched shape, or ask for a larger size."
-        )
+            "input.too_thin", what=label_, width=width, height=height, longest=longest,
+            w=w, h=h, least=MIN_IMAGE_SIDE,
+        )  # fmt: skip
 
 
 def check_bytes(label_: str, data: bytes, limits: ImageLimits) -> images.ImageInfo:
@@ -182,7 +166,7 @@ def check_bytes(label_: str, data: bytes, limits: ImageLimits) -> images.ImageIn
         info = images.probe(data, name=label_, limits=limits)
         images.load_image(data, name=label_, limits=limits)
     except images.ImageError as e:
-        raise InputProblem(sentence(str(e))) from None
+        raise engine_problem(label_, e) from None
     return info
 
 
@@ -191,15 +175,31 @@ def probe(label_: str, data: bytes, limits: ImageLimits) -> images.ImageInfo:
     try:
         return images.probe(data, name=label_, limits=limits)
     except images.ImageError as e:
-        raise InputProblem(sentence(str(e))) from None
+        raise engine_problem(label_, e) from None
+
+
+ENGINE_PROBLEMS = {
+    images.NotAnImage: "input.not_an_image",
+    images.UnsupportedFormat: "input.unsupported",
+    images.FileTooLarge: "input.file_too_large",
+    images.TooManyPixels: "input.too_many_pixels",
+    images.CorruptImage: "input.corrupt",
+    images.TooManyScans: "input.corrupt",
+    images.ImageTooSmall: "input.too_small_image",
+}
+
+
+def engine_problem(label_: str, error: Exception) -> InputProblem:
+    """The engine's English sentence, and a catalogue entry for other languages."""
+    key = next((k for cls, k in ENGINE_PROBLEMS.items() if isinstance(error, cls)), "input.unusable")
+    return InputProblem(key, what=label_, english=sentence(str(error)))
 
 
 def check_memory(label_: str, info: images.ImageInfo, budget: int) -> None:
     """Refuse, before decoding, an image whose decode would need more than `budget` bytes."""
     if images.decode_memory_estimate(info) > budget:
         raise InputProblem(
-            f"{sentence(label_)} ({info.width}×{info.height}) needs too much memory to open "
-            "safely. Please send a smaller image (fewer pixels) and try again."
+            "input.too_much_memory", what=label_, width=info.width, height=info.height
         )
 
 
@@ -226,7 +226,7 @@ async def decode_in_pool(
             owner=owner,
         )
     except DecodeProblem as e:
-        raise InputProblem(sentence(str(e))) from None
+        raise engine_problem(label_, e) from None
     return outcome.png if len(outcome.png) <= limits.max_bytes else data
 
 
@@ -295,9 +295,9 @@ class Validations:
         busy = jobs + self._counts[member_id]
         if busy >= limit:
             raise TooManyInProgress(
-                f"You already have {busy} {'job' if busy == 1 else 'jobs'} waiting, running or "
-                f"being checked (the limit is {limit}). Wait for one to finish, or cancel one "
-                "with `cancel`."
+                "refused.checking_one" if busy == 1 else "refused.checking_other",
+                busy=busy,
+                limit=limit,
             )
         self._counts[member_id] += 1
         try:

@@ -68,6 +68,7 @@ class Job:
     seq: int = 0  # submission order, kept across restarts (the journal's row id)
     front: bool = False  # put back after an engine died under it: it goes first
     resumed: bool = False  # restored from the journal after a restart
+    language: str = "en"  # what the member reads (bot/i18n.py; kept in the journal's meta)
     progress_mark: str = "0-0"  # the last progress event read (a stream id, remote workers)
     answer: Outcome | None = None  # the outcome, once there is one
     listeners: list[Callable[[Job], None]] = field(default_factory=list)

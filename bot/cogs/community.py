@@ -205,7 +205,8 @@ class CommunityCog(commands.Cog, name="Community"):
 
     async def refuse_here(self, ctx: commands.Context) -> None:
         """The channel rules of the host and of the server, as for !stylize."""
-        refusal = await self.stylize.access_problem(ctx.author, ctx.channel, ctx.guild)
+        locale = ctx.interaction.locale if ctx.interaction is not None else None
+        refusal = await self.stylize.access_problem(ctx.author, ctx.channel, ctx.guild, locale)
         if refusal:
             raise commands.CheckFailure(refusal)
 
@@ -556,7 +557,9 @@ class CommunityCog(commands.Cog, name="Community"):
         (or the member's message it came from)."""
         await interaction.response.defer(thinking=True)
         conv = InteractionConversation(interaction)
-        refusal = await self.stylize.access_problem(interaction.user, interaction.channel, interaction.guild)
+        refusal = await self.stylize.access_problem(
+            interaction.user, interaction.channel, interaction.guild, interaction.locale
+        )
         if refusal:
             await conv.say(refusal)
             return

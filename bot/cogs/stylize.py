@@ -29,7 +29,7 @@ from bot.conversations import Conversation, InteractionConversation, MessageConv
 from bot.cooldowns import Cooldowns, cooldown_text
 from bot.decoder import DecoderPool, MiB
 from bot.delivery import Delivery, JobMeta
-from bot.i18n import t
+from bot.i18n import explain, t
 from bot.inputs import referenced_attachments, rerun_inputs
 from bot.intake import Intake
 from bot.options import (
@@ -144,34 +144,37 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     # -- access ----------------------------------------------------------------------
 
-    def refusal(self, user: discord.abc.User, channel: Any) -> str | None:
-        """Why this member may not use the bot here (None when they may)."""
+    def refusal(
+        self, user: discord.abc.User, channel: Any, language: str | None = None
+    ) -> str | None:
+        """Why this member may not use the bot here by the host's config (None: they may)."""
         allowed_channels = self.settings.bot.allowed_channels
         if allowed_channels:
             ids = {getattr(channel, "id", 0), getattr(channel, "parent_id", 0)}
             if not ids & set(allowed_channels):
                 where = ", ".join(f"<#{c}>" for c in allowed_channels)
-                return f"I only paint in {where}."
+                return t(language, "refused.channels", where=where)
         allowed_roles = self.settings.bot.allowed_roles
         if allowed_roles:
             roles = {r.id for r in getattr(user, "roles", [])}
             if not roles & set(allowed_roles):
                 names = ", ".join(f"<@&{r}>" for r in allowed_roles)
-                return f"Only members with one of these roles can use me: {names}."
+                return t(language, "refused.roles", names=names)
         return None
 
     async def access_problem(
-        self, user: discord.abc.User, channel: Any, guild: discord.Guild | None
+        self, user: discord.abc.User, channel: Any, guild: discord.Guild | None, locale: Any = None
     ) -> str | None:
         """Why this member may not use the bot here (None when they may): DMs as the host
         allows them, then the host's channels and roles, then the server's channels."""
+        language = await self.community.language(user, guild, locale)
         if guild is None:
             if not self.community.settings.allow_dms:
-                return t(await self.community.language(user, None), "dm.off")
+                return t(language, "dm.off")
             if self.settings.bot.allowed_roles:
-                return t(await self.community.language(user, None), "dm.roles")
+                return t(language, "dm.roles")
             return None
-        refusal = self.refusal(user, channel)
+        refusal = self.refusal(user, channel, language)
         if refusal:
             return refusal
         server = await self.community.server(guild.id)
@@ -179,8 +182,12 @@ class StylizeCog(commands.Cog, name="Stylize"):
             ids = {getattr(channel, "id", 0), getattr(channel, "parent_id", 0)}
             if not ids & set(server.channels):
                 where = " ".join(f"<#{c}>" for c in server.channels)
-                return t(await self.community.language(user, guild), "access.server_channels", where=where)
+                return t(language, "access.server_channels", where=where)
         return None
+
+    async def language(self, ctx: commands.Context) -> str:
+        """The language to answer `ctx` in (bot/i18n.py says in which order it is picked)."""
+        return await self.community.language(ctx.author, ctx.guild, _locale(ctx))
 
     @staticmethod
     def can_cancel(
@@ -213,11 +220,12 @@ class StylizeCog(commands.Cog, name="Stylize"):
         *,
         options: StylizeFlags,
     ) -> None:
-        if options.strength and options.strength.strip().lower() == "help":
-            await ctx.send(help_text(self.settings, self.caps), ephemeral=True)
+        language = await self.language(ctx)
+        if options.strength and options.strength.strip().lower() in ("help", "ヘルプ"):
+            await ctx.send(help_text(self.settings, self.caps, language), ephemeral=True)
             return
         if wait := self.cooldowns.retry_after("stylize", ctx.author.id):
-            await ctx.send(cooldown_text(wait), ephemeral=True)
+            await ctx.send(cooldown_text(wait, language), ephemeral=True)
             return
         if ctx.interaction is not None:
             await ctx.interaction.response.defer(thinking=True)
@@ -255,10 +263,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
             else:
                 meta = JobMeta(job_options, "m", ctx.channel.id, ctx.message.id)
         except (OptionError, InputProblem) as e:
-            await conv.say(f"⚠️ {e}")
+            await conv.say(f"⚠️ {explain(e, language)}")
             return
         except Problem as e:
-            language = await self.community.language(ctx.author, ctx.guild, _locale(ctx))
             await conv.say("⚠️ " + t(language, e.key, **e.values))
             return
         await self.submit(conv, inputs, meta)
@@ -293,8 +300,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     @commands.hybrid_command(name="queue", description="Show the jobs that are waiting and running")
     async def queue_command(self, ctx: commands.Context) -> None:
+        language = await self.language(ctx)
         if wait := self.cooldowns.retry_after("queue", ctx.author.id):
-            await ctx.send(cooldown_text(wait), ephemeral=True)
+            await ctx.send(cooldown_text(wait, language), ephemeral=True)
             return
         await ctx.send(
             queue_text(
@@ -303,6 +311,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 self.prefix,
                 user_id=ctx.author.id,
                 guild_id=ctx.guild.id if ctx.guild else 0,
+                language=language,
             ),
             allowed_mentions=discord.AllowedMentions.none(),
         )
@@ -316,14 +325,17 @@ class StylizeCog(commands.Cog, name="Stylize"):
     async def cancel_command(self, ctx: commands.Context, job: str | None = None) -> None:
         permissions = ctx.channel.permissions_for(ctx.author) if ctx.guild else None  # type: ignore[union-attr]
         guild_id = ctx.guild.id if ctx.guild else 0
-        await ctx.send(self.cancel_job(ctx.author, guild_id, permissions, job), ephemeral=True)
+        language = await self.language(ctx)
+        await ctx.send(
+            self.cancel_job(ctx.author, guild_id, permissions, job, language), ephemeral=True
+        )
 
     @commands.hybrid_command(name="help", description="How to use stylebot")
     async def help_command(self, ctx: commands.Context) -> None:
-        await ctx.send(help_text(self.settings, self.caps), ephemeral=True)
+        await ctx.send(help_text(self.settings, self.caps, await self.language(ctx)), ephemeral=True)
 
     async def cog_check(self, ctx: commands.Context) -> bool:  # type: ignore[override]
-        refusal = await self.access_problem(ctx.author, ctx.channel, ctx.guild)
+        refusal = await self.access_problem(ctx.author, ctx.channel, ctx.guild, _locale(ctx))
         if refusal:
             raise NotAllowedHere(refusal)
         return True
@@ -331,6 +343,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
     async def cog_command_error(self, ctx: commands.Context, error: Exception) -> None:
         """Mistakes in a command's options get a plain answer; bugs get an id and the log."""
         error = getattr(error, "original", error)
+        language = await self.language(ctx)
         if isinstance(error, NotAllowedHere):
             text = str(error)
         elif isinstance(
@@ -343,11 +356,11 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 commands.UserInputError,
             ),
         ):
-            text = f"⚠️ {plain(error, 300)} — `{self.prefix}stylize help` explains the options."
+            text = t(language, "refused.bad_options", detail=plain(error, 300), prefix=self.prefix)
         else:
             error_id = secrets.token_hex(4)
             log.error("command %s failed (error %s)", ctx.command, error_id, exc_info=error)
-            text = f"😞 Sorry — something went wrong on my side (error `{error_id}`)."
+            text = "😞 " + t(language, "errors.internal", id=error_id)
         try:
             if ctx.interaction is not None and ctx.interaction.response.is_done():
                 await ctx.interaction.edit_original_response(content=text)
@@ -364,6 +377,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
         guild_id: int,
         permissions: discord.Permissions | None,
         job_id: str | None,
+        language: str | None = None,
     ) -> str:
         """Cancel `job_id` (or the member's latest job), asked in `guild_id` (0: a DM).
         Jobs of other servers, and in a DM every job but the member's own, are answered
@@ -372,36 +386,45 @@ class StylizeCog(commands.Cog, name="Stylize"):
             job_id = job_id.strip().strip("`").lower()
             job = self.queue.find(job_id)
             if job is None or not job.visible_to(user.id, guild_id):
-                return no_such_job_text(job_id)
+                return no_such_job_text(job_id, language)
         else:
             mine = self.queue.jobs_of(user.id)
             if not mine:
-                return "You have no job waiting or running."
+                return t(language, "cancel.none")
             job = max(mine, key=lambda j: j.submitted)
         if not self.can_cancel(job, user, guild_id, permissions):
-            return not_yours_text(job.id)
+            return not_yours_text(job.id, language)
         if job.cancelled_by is not None:
-            return f"Job `{job.id}` is already being cancelled."
+            return t(language, "cancel.already", id=job.id)
         name = plain(getattr(user, "display_name", user.name), 40)
-        who = "" if job.user_id == user.id else f" by {name}"
-        reason = f"Cancelled{who}."
+        # Shown on the job's own status message: in its member's language.
+        reason = (
+            t(job.language, "cancel.reason")
+            if job.user_id == user.id
+            else t(job.language, "cancel.reason_by", name=name)
+        )
         was_running = job.state == JobState.RUNNING
         self.queue.cancel(job.id, by=user.id, reason=reason)
         log.info(
             "job %s cancelled by %s (%s)", job.id, user.id, "running" if was_running else "waiting"
         )
-        return f"Stopping job `{job.id}`." if was_running else f"Cancelled job `{job.id}`."
+        return t(language, "cancel.stopping" if was_running else "cancel.cancelled", id=job.id)
 
     async def cancel_button(self, interaction: discord.Interaction, job_id: str) -> None:
         guild_id = interaction.guild_id or 0
+        language = await self.community.language(
+            interaction.user, interaction.guild, interaction.locale
+        )
         job = self.queue.find(job_id)
         if job is None or not job.visible_to(interaction.user.id, guild_id):
             await interaction.response.send_message(
-                f"Job `{job_id}` is not waiting or running any more.", ephemeral=True
+                t(language, "cancel.gone", id=job_id), ephemeral=True
             )
             return
         if not self.can_cancel(job, interaction.user, guild_id, interaction.permissions):
-            await interaction.response.send_message(not_yours_text(job_id), ephemeral=True)
+            await interaction.response.send_message(
+                not_yours_text(job_id, language), ephemeral=True
+            )
             return
         self.cancel_job(interaction.user, guild_id, interaction.permissions, job_id)
         await interaction.response.defer()  # the status message itself shows the cancel
@@ -410,12 +433,17 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     async def rerun(self, interaction: discord.Interaction, spec: RerunSpec) -> None:
         """A press of Again, More style or Less style (bot/buttons.py hands it here)."""
+        language = await self.community.language(
+            interaction.user, interaction.guild, interaction.locale
+        )
         if wait := self.cooldowns.retry_after("buttons", interaction.user.id):
-            await interaction.response.send_message(cooldown_text(wait), ephemeral=True)
+            await interaction.response.send_message(cooldown_text(wait, language), ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
         conv = InteractionConversation(interaction)
-        refusal = await self.access_problem(interaction.user, interaction.channel, interaction.guild)
+        refusal = await self.access_problem(
+            interaction.user, interaction.channel, interaction.guild, interaction.locale
+        )
         if refusal:
             await conv.say(refusal)
             return
@@ -424,18 +452,13 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 self.bot, interaction, spec, max_styles=self.settings.bot.max_styles
             )
         except discord.NotFound:
-            await conv.say(
-                "⚠️ I can't find the original message with the images any more (was it deleted?), "
-                "so I can't paint it again. Send the images again with `/stylize`."
-            )
+            await conv.say(t(language, "rerun.original_gone"))
             return
         except (discord.Forbidden, PermissionError):
-            await conv.say(
-                "⚠️ I'm not allowed to read the original message any more, so I can't paint it again."
-            )
+            await conv.say(t(language, "rerun.original_forbidden"))
             return
         except InputProblem as e:
-            await conv.say(f"⚠️ {e}")
+            await conv.say(f"⚠️ {explain(e, language)}")
             return
         await self.submit(
             conv,
@@ -444,8 +467,13 @@ class StylizeCog(commands.Cog, name="Stylize"):
         )
 
     async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
-        """Queue a job under the caps and the per-member limit of the server it comes from."""
+        """Queue a job under the caps and the per-member limit of the server it comes from,
+        to be followed in its member's language."""
         server = await self.community.server(conv.guild.id if conv.guild else None)
+        interaction = getattr(conv, "interaction", None)
+        meta.language = await self.community.language(
+            conv.user, conv.guild, interaction.locale if interaction is not None else None
+        )
         return await self.intake.submit(
             conv,
             inputs,

@@ -389,3 +389,41 @@ async def test_the_prefix_command_takes_japanese_option_words(engines):
         second = await result_after(fake, result.id)
         assert second.reference_id == command.id and "**浮世絵**" in second.content
         assert "strength subtle" in second.content
+
+
+def texts_of(message: FakeMessage) -> list[str]:
+    return [e["content"] for e in message.edits] + [message.content]
+
+
+async def test_a_japanese_member_gets_japanese_replies_and_an_english_one_english(engines):
+    async with connected(engines) as h:
+        fake = h.fake
+        fake.bob.locale = "ja"
+        inter = await fake.send_slash_command(
+            "stylize", {"content": PHOTO, "style": STYLE, "strength": "strong", "seed": 4},
+            user=fake.bob,
+        )  # fmt: skip
+        result = await result_after(fake)
+        status = fake.messages[inter.original_message_id]
+        assert any(s.startswith("⏳ 順番待ちに入りました（次の番です）") for s in texts_of(status))
+        assert any("🎨 描いています" in s for s in texts_of(status))
+        assert result.content.startswith(
+            f"{fake.bob.mention} できあがりました！**photo.png** を **starry.png** 風に描きました。"
+        )
+        assert "強さ 強め" in result.content and "シード 4" in result.content
+        labels = [b["label"] for b in result.buttons]
+        assert labels == ["もう一度", "スタイル強め", "スタイル控えめ"]
+        help_reply = await answer(fake, await fake.send_slash_command("help", {}, user=fake.bob))
+        assert help_reply.content.startswith("**stylebot は写真を絵画のスタイルで描き直します。**")
+        # Bad input in Japanese: one image only.
+        bad = await answer(fake, await fake.send_slash_command("stylize", {"content": PHOTO}, user=fake.bob))
+        assert bad.content.startswith("⚠️ 画像が 1 枚（photo.png）しかありません。")
+        await h.idle()
+        # The same in English for alice.
+        inter = await fake.send_slash_command("stylize", {"content": PHOTO, "style": STYLE}, user=fake.alice)
+        english = await result_after(fake, result.id)
+        assert english.content.startswith(f"{fake.alice.mention} here is **photo.png** in the style of **starry.png**")
+        assert [b["label"] for b in english.buttons] == ["Again", "More style", "Less style"]
+        status = fake.messages[inter.original_message_id]
+        assert any(s.startswith("⏳ Queued — you are next in line.") for s in texts_of(status))
+        assert fake.bot_errors == []
