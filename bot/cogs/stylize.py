@@ -413,7 +413,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
     async def cancel_button(self, interaction: discord.Interaction, job_id: str) -> None:
         guild_id = interaction.guild_id or 0
         language = await self.community.language(
-            interaction.user, interaction.guild, interaction.locale
+            interaction.user, getattr(interaction, "guild", None), getattr(interaction, "locale", None)
         )
         job = self.queue.find(job_id)
         if job is None or not job.visible_to(interaction.user.id, guild_id):

@@ -17,7 +17,7 @@ import pytest
 from bot.broker import Broker
 from bot.broker.journal import Journal
 from bot.client import StyleBot
-from bot.i18n import t
+from bot.i18n import CATALOGUE, t
 
 from .conftest import SIZE, Harness, connected, make_settings, png
 from .fake_discord import FakeDiscord, FakeMessage
@@ -358,19 +358,28 @@ async def test_slash_commands_are_offered_in_japanese(engines):
         assert settings["name_localizations"] == {"ja": "設定"}
 
         def walk(items, path):
+            """(catalogue key, command or option) for everything synced."""
             for item in items:
-                key = ".".join([*path, item["name"]])
-                yield key, item
-                yield from walk(item.get("options", []), [*path, item["name"]])
+                if item.get("type", 1) in (1, 2) and "options" in item or not path:
+                    key = "cmd." + ".".join([*path, item["name"]])
+                    yield key, item
+                    yield from walk(item.get("options", []), [*path, item["name"]])
+                else:
+                    yield "cmd." + ".".join(path) + f".opt.{item['name']}", item
 
+        seen = 0
         for key, item in walk(commands, []):
-            # The English catalogue says what the code says; Discord's limits hold in Japanese.
+            # Discord's limits hold in Japanese too, and the English catalogue says what the
+            # code says (so a translator reads the real English).
             for name in (item["name"], *item.get("name_localizations", {}).values()):
                 assert NAME.match(name) and name == name.lower(), (key, name)
             for text in (item["description"], *item.get("description_localizations", {}).values()):
                 assert 1 <= len(text) <= 100, (key, text)
-        assert t("en", "cmd.stylize.description") == stylize["description"]
-        assert t("en", "cmd.stylize.opt.strength.description") == options["strength"]["description"]
+            assert t("en", f"{key}.name") == item["name"], key
+            assert t("en", f"{key}.description") == item["description"], key
+            assert "ja" in item.get("description_localizations", {}), key
+            seen += 1
+        assert seen == len([k for k in CATALOGUE.texts["en"] if k.startswith("cmd.") and k.endswith(".name")])
 
 
 async def test_the_prefix_command_takes_japanese_option_words(engines):
