@@ -232,6 +232,7 @@ class Broker:
             if entry.outcome is None and self.runner.adopt(job, entry.state):
                 self.queue.adopt_running(job)
                 self._watch(job)
+                self._time_limit(job)  # its clock starts again: the old start is unknown
             elif entry.outcome is None:
                 self.queue.submit(job, check=False)
                 if entry.state != JobState.QUEUED.value:

@@ -317,7 +317,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
         )
 
     @commands.hybrid_command(
-        name="cancel", description="Stop your job (moderators can stop any job)"
+        name="cancel", description="Stop your job (moderators: any job of this server)"
     )
     @app_commands.describe(
         job="The job id (from the status message); leave out for your latest job"
