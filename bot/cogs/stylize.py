@@ -258,7 +258,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 inputs = choose_inputs(
                     own, referenced, max_styles=self.settings.bot.max_styles, how=how
                 )
-            if ctx.interaction is not None:
+            if ctx.interaction is not None or options.saved:
+                # The inputs ride on the result (a saved style is in no message of the
+                # member's), so its buttons and /history can paint it again.
                 meta = JobMeta(job_options, "r")
             else:
                 meta = JobMeta(job_options, "m", ctx.channel.id, ctx.message.id)

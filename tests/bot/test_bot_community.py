@@ -195,6 +195,13 @@ async def test_a_saved_style_is_used_by_name_and_invisible_from_another_server(e
         command = await fake.send_message("!stylize style:monet", attachments=[PHOTO])
         result = await result_after(fake)
         assert result.reference_id == command.id and "in the style of **Monet**" in result.content
+        # Its inputs ride on the result, so Again works though the style is in no message.
+        assert result.filenames[1:] == ["input-photo.jpg", "input-style-1.jpg"]
+        again = next(c for c in result.custom_ids if c.startswith("sb:run:a:"))
+        await fake.click_button(result, again, user=fake.bob)
+        rerun = await result_after(fake, result.id)
+        assert fake.bob.mention in rerun.content and "in the style of **Monet**" in rerun.content
+        result = rerun
         # The slash form, with the name offered by autocomplete.
         typing = await fake.send_autocomplete("stylize", {"saved": "mo"}, "saved")
         await fake.wait_for_response(typing)
