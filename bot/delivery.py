@@ -267,7 +267,9 @@ class Delivery:
             t(language, "result.strength", value=strength_label(meta.options.strength, language)),
         ]
         if settings.color != "none":
-            details.append(t(language, "result.colour", value=settings.color))
+            details.append(
+                t(language, "result.colour", value=t(language, f"colour_mode.{settings.color}"))
+            )
         if result.seed >= 0:
             details.append(t(language, "result.seed", value=result.seed))
         details.append(

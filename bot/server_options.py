@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.community import Problem, ServerSettings
-from bot.i18n import LANGUAGES, parse_language
+from bot.i18n import LANGUAGES, parse_language, t
 from bot.options import MIN_SIZE, Caps, OptionError, parse_color, parse_strength, strength_label
 from bot.settings import BotSettings
 
@@ -98,14 +98,16 @@ def server_limit(host: BotSettings, server: ServerSettings) -> int:
     return min(host.per_user_limit, server.per_user_limit or host.per_user_limit)
 
 
-def shown_value(key: str, value: Any) -> str:
+def shown_value(key: str, value: Any, language: str | None = None) -> str:
     """A setting's value as the log and the embed show it ("-": the host's default)."""
     if value is None or value == ():
         return "-"
     if key == "channels":
         return " ".join(f"<#{c}>" for c in value)
     if key == "strength":
-        return strength_label(value)
+        return strength_label(value, language)
+    if key == "color":
+        return t(language, f"colour_mode.{value}")
     if key == "language":
         return LANGUAGES.get(str(value), str(value))
     return str(value)

@@ -255,7 +255,7 @@ class CommunityCog(commands.Cog, name="Community"):
         caps = server_caps(host, server)
 
         def value(key: str, own: Any, default: str) -> str:
-            shown = shown_value(key, own)
+            shown = shown_value(key, own, language)
             return default if shown == "-" else shown
 
         embed = discord.Embed(
@@ -265,8 +265,8 @@ class CommunityCog(commands.Cog, name="Community"):
         )
         rows = [
             ("channels", server.channels, t(language, "settings.all_channels")),
-            ("strength", server.strength, strength_label(1.0)),
-            ("color", server.color, base.color),
+            ("strength", server.strength, strength_label(1.0, language)),
+            ("color", server.color, t(language, f"colour_mode.{base.color}")),
             ("max_size", server.max_size, f"{caps.max_size}"),
             ("max_iterations", server.max_iterations, f"{caps.max_iterations}"),
             ("per_user_limit", server.per_user_limit, f"{server_limit(host, server)}"),
@@ -512,10 +512,10 @@ class CommunityCog(commands.Cog, name="Community"):
                     "history.line",
                     n=i,
                     what=" × ".join(plain(n, 30) for n in e.names) or "?",
-                    strength=strength_label(e.strength),
+                    strength=strength_label(e.strength, language),
                     size=e.size,
                     iterations=e.iterations,
-                    color=e.color,
+                    color=t(language, f"colour_mode.{e.color}"),
                     seed=e.seed,
                     when=f"<t:{int(e.created)}:R>",
                     link=jump_url(e.guild_id, e.channel_id, e.message_id),
