@@ -41,10 +41,18 @@ def store(request, tmp_path):
         return
     import redis
 
+    from bot.broker.redis_journal import RedisJournal
+    from engine.jobs import StreamKeys
+
     server = RedisServer(redis_server_or_skip(), tmp_path)
     server.start()
     client = redis.Redis.from_url(server.url)
-    yield RedisCommunity(client, prefix="test")
+    journal = RedisJournal(
+        client, keys=StreamKeys(prefix="test", bot="bot"), result_ttl=60, where="test"
+    )
+    found = store_beside(journal)  # the redis backend's journal: the same Redis
+    assert isinstance(found, RedisCommunity) and found.prefix == "test:community"
+    yield found
     client.close()
     server.stop()
 
