@@ -93,7 +93,8 @@ def parse_strength(text: str | None) -> float:
     text = capped("strength", text)
     if text is None or not str(text).strip():
         return 1.0
-    word = str(text).strip().lower().removesuffix("x")
+    # "2x" and "×2" (how a non-step strength is shown, and prefilled in /history's form).
+    word = str(text).strip().lower().removesuffix("x").removeprefix("×")
     word = STRENGTH_WORDS.get(word, word)
     if word in STRENGTH_STEPS:
         return STRENGTH_STEPS[word]

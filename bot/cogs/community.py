@@ -717,10 +717,11 @@ class RerunModal(discord.ui.Modal):
             self.add_item(item)
             return item
 
-        self.strength = field("strength", strength_label(entry.strength))
+        # Prefilled in the member's words, which the parsers read back (強め, 写真の色).
+        self.strength = field("strength", strength_label(entry.strength, language))
         self.size = field("size", str(entry.size))
         self.iterations = field("iterations", str(entry.iterations))
-        self.color = field("color", entry.color)
+        self.color = field("color", t(language, f"colour_mode.{entry.color}"))
         self.seed = field("seed", "")
 
     async def on_submit(self, interaction: discord.Interaction) -> None:

@@ -6,7 +6,6 @@ the community store in a real SQLite file beside the job journal where a restart
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -93,6 +92,13 @@ async def test_a_dm_job_completes_in_text_and_slash_form(engines):
         await h.idle()
         # Offered in DMs (context 1 = the bot's DM) as well as in servers.
         assert 1 in fake.find_command("stylize")["contexts"]
+        # A server's settings and saved styles are not offered there.
+        assert 1 not in fake.find_command("style")["contexts"]
+        assert 1 not in fake.find_command("stylebot")["contexts"]
+        refused = await fake.send_message("!style list", channel=dm)
+        assert (await reply_to(fake, refused)).content == (
+            "⚠️ That works in a server only: saved styles and settings belong to a server."
+        )
         assert fake.bot_errors == []
 
 
@@ -342,11 +348,6 @@ async def test_the_language_follows_the_member_then_discord_then_the_server(engi
         assert (await reply_to(fake, mine)).content == "Okay! I'll talk to you in English from now on."
         listing = await fake.send_message("!style list")
         assert "no saved styles yet" in (await reply_to(fake, listing)).content
-
-
-@pytest.mark.skipif(not os.environ.get("STYLEBOT_E2E_TRANSCRIPT"), reason="for the record only")
-async def test_record_sessions(engines):  # pragma: no cover
-    pass
 
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
