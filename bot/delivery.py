@@ -72,6 +72,16 @@ def short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def stopped_early_text(limit: float, done: int, asked: int) -> str:
+    """Under a result the time limit cut short: what the member is looking at."""
+    minutes = f"{limit / 60:g} min" if limit >= 60 else f"{limit:g} s"
+    return (
+        f"⏱ **Stopped early**: the job reached the time limit of {minutes} after {done} of "
+        f"{asked} iterations, so this is the best image so far (its small preview). "
+        "A smaller size or fewer iterations finishes in time."
+    )
+
+
 def ext_for(fmt: str) -> str:
     return {"jpeg": "jpg"}.get(fmt, fmt)
 
@@ -220,7 +230,7 @@ class Delivery:
             source=meta.source,
             channel_id=meta.channel_id,
             message_id=meta.message_id,
-            seed=result.seed,
+            seed=max(result.seed, 0),  # -1: a stopped-early job whose seed was random
             strength=meta.options.strength,
             size=settings.size,
             iterations=settings.iterations,
@@ -248,13 +258,16 @@ class Delivery:
         details = [f"{width}×{height}", f"strength {strength_label(meta.options.strength)}"]
         if settings.color != "none":
             details.append(f"colour {settings.color}")
-        details += [
-            f"seed {result.seed}",
-            f"{result.iterations} iterations in {duration(result.elapsed)}",
-        ]
+        if result.seed >= 0:
+            details.append(f"seed {result.seed}")
+        details.append(f"{result.iterations} iterations in {duration(result.elapsed)}")
         text = f"{conv.user.mention} here is {what}\n{' · '.join(details)}"
         if note:
             text += f" · {note}"
+        if result.stopped_early:
+            text += "\n" + stopped_early_text(
+                self.settings.bot.job_timeout, result.iterations, settings.iterations
+            )
         if meta.notes:
             text += f"\n({'; '.join(meta.notes)})"
         if self.broker.runner.random_weights:

@@ -132,7 +132,7 @@ class EngineClient:
         self._conn = parent
         threading.Thread(
             target=self._read,
-            args=(parent, self.process.sentinel),
+            args=(parent, self.process),
             name=f"{self.name}-reader",
             daemon=True,
         ).start()
@@ -160,19 +160,24 @@ class EngineClient:
         )
         return self.ready
 
-    def _read(self, conn: Any, sentinel: int) -> None:
+    def _read(self, conn: Any, process: Any) -> None:
         """Reader thread: pipe -> event loop. Ends with _EOF when the process is gone."""
         loop = self._loop
         assert loop is not None
         while True:
             try:
-                ready = multiprocessing.connection.wait([conn, sentinel])
+                ready = multiprocessing.connection.wait([conn, process.sentinel])
                 if conn in ready:
                     message = conn.recv()
                 else:  # the process ended and nothing is left to read
                     message = _EOF
             except (EOFError, OSError):
                 message = _EOF
+            if message is _EOF:
+                # The pipe closed or the sentinel fired: the process is (nearly) gone. Reap
+                # it here, not on the event loop (that join stalled the loop up to 0.5 s
+                # while a process was ending at shutdown, issue 11).
+                process.join(timeout=0.5)
             try:
                 loop.call_soon_threadsafe(self._dispatch, message)
             except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -186,8 +191,7 @@ class EngineClient:
         elif isinstance(message, Progress):
             job = self.job
             if job is not None and message.job_id in ("", job.id):
-                job.progress = message
-                job.notify()
+                job.report(message)
         elif isinstance(message, (JobResult, JobFailed)) and message.job_id:
             if self._result is not None and not self._result.done():
                 self._result.set_result(message)
@@ -206,9 +210,7 @@ class EngineClient:
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         process = self.process
-        if process is not None:
-            process.join(timeout=0.5)  # the sentinel fired or the pipe closed: it is (nearly) gone
-        exitcode = process.exitcode if process is not None else None
+        exitcode = process.exitcode if process is not None else None  # reaped by the reader
         how = describe_exit(exitcode)
         if self._started is not None and not self._started.done() and self._stopping:
             self._started.cancel()  # ended on purpose while it was starting: nobody waits
@@ -248,9 +250,14 @@ class EngineClient:
         job.engine = self.name
         self._result = self._loop.create_future()
         try:
-            if not self.alive:
+            if job.cancelled_by is not None:
+                # Cancelled after the queue handed it out and before it reached us (no
+                # engine had it yet, so nobody else could stop it): it never starts.
+                self._result.set_result(JobFailed(job.id, ErrorKind.CANCELLED, ""))
+            elif not self.alive:
                 raise BrokenPipeError
-            await self._send(job.request)
+            else:
+                await self._send(job.request)
         except (BrokenPipeError, OSError):
             await asyncio.wait_for(self._dead.wait(), timeout=10)
             if not self._result.done():

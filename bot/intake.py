@@ -113,7 +113,8 @@ class Intake:
         if self.broker.runner.unavailable is not None:
             return (
                 "😞 Sorry — my painter isn't working right now (a setup problem on the host's side, "
-                "and the host has been told in the log). Please try again later."
+                "and the host has been told in the log). It keeps trying to start by itself; "
+                "please try again later."
             )
         return None
 

@@ -1,24 +1,50 @@
 """N engine processes on this machine taking jobs from one JobQueue (the local broker's runner).
 
 Each process is an `EngineClient` (bot/engine_process.py), fed one job at a time and
-restarted when it dies. A start that fails because of the weights is a host problem
-that restarting does not fix: that engine is marked broken at once, and when every
-engine is broken the waiting jobs fail with the reason and new ones are refused.
-Other start failures are retried with a back-off, `restart_limit` times in a row.
+restarted when it dies. A start that fails is tried again for as long as it fails, with
+a back-off that doubles up to `retry_max` seconds, so an engine recovers by itself once
+the cause is gone (a weights file restored, a GPU freed). Meanwhile queued members are
+told the painter is starting again. A start that fails because of the weights (a host
+problem), or `restart_limit` failed starts in a row, marks that engine broken; when
+every engine is broken the waiting jobs fail with the reason and new ones are refused,
+until one starts again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.broker.queue import Job, JobQueue, Outcome, QueueClosed
+from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobQueue, Outcome, QueueClosed
 from bot.engine_process import EngineClient, EngineStartFailed
 from engine.jobs import ErrorKind, JobFailed, JobResult
 
 log = logging.getLogger(__name__)
+
+# What queued members (and `queue`) are told while no engine is ready.
+WARMING_UP = "The painter is still warming up; this can take a minute after a restart."
+
+
+def about(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    return f"{seconds} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+def starting_again_note(wait: float) -> str:
+    return (
+        f"The painter could not start and is starting again (next try in about {about(wait)}). "
+        "Your job keeps its place."
+    )
+
+
+def out_of_service_note(wait: float) -> str:
+    return (
+        "The painter is out of service (a problem on the host's side). It keeps trying to "
+        f"start by itself; next try in about {about(wait)}."
+    )
 
 
 class EnginePool:
@@ -33,13 +59,15 @@ class EnginePool:
         start_timeout: float = 600.0,
         restart_limit: int = 3,
         cancel_grace: float = 30.0,
-        backoff: Iterable[float] = (1, 5, 15, 60),
+        backoff: Iterable[float] = (1.0,),
+        retry_max: float = 300.0,
         context: Any = None,
     ) -> None:
         self.queue = queue
         self.options = options
         self.restart_limit = restart_limit
-        self.backoff = tuple(backoff)
+        self.backoff = tuple(backoff) or (1.0,)
+        self.retry_max = retry_max
         self.clients = [
             EngineClient(
                 name=f"engine-{i + 1}",
@@ -51,6 +79,7 @@ class EnginePool:
             for i in range(count)
         ]
         self.broken: dict[str, JobFailed] = {}
+        self.next_try: dict[str, float] = {}  # failing engines: when (monotonic) they start again
         self.ready_event = asyncio.Event()
         self.restarts = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,10 +97,25 @@ class EnginePool:
 
     @property
     def waiting_note(self) -> str:
-        """Said under queued jobs while no engine is ready."""
-        if self.ready_count == 0:
-            return "The painter is still warming up; this can take a minute after a restart."
-        return ""
+        """Said under queued jobs (and in `queue`) while no engine is ready."""
+        if self.ready_count > 0:
+            return ""
+        if self.next_try:
+            wait = max(0.0, min(self.next_try.values()) - time.monotonic())
+            if self.unavailable is not None:
+                return out_of_service_note(wait)
+            return starting_again_note(wait)
+        return WARMING_UP
+
+    def retry_delay(self, failures: int) -> float:
+        """Seconds before the next start after `failures` failed ones in a row: the
+        `backoff` table, then doubling its last value, never more than `retry_max`."""
+        table = self.backoff
+        if failures <= len(table):
+            delay = table[max(failures, 1) - 1]
+        else:
+            delay = table[-1] * 2.0 ** min(failures - len(table), 30)
+        return min(delay, self.retry_max)
 
     @property
     def random_weights(self) -> bool:
@@ -115,24 +159,35 @@ class EnginePool:
                     error.failure.message,
                     f"\n{detail}" if detail and not error.permanent else "",
                 )
-                if error.permanent or failures > self.restart_limit:
+                delay = self.retry_delay(failures)
+                self.next_try[client.name] = time.monotonic() + delay
+                if (error.permanent or failures > self.restart_limit) and (
+                    client.name not in self.broken
+                ):
                     why = (
                         "the host must fix the setup"
                         if error.permanent
                         else f"{failures} failed starts in a row"
                     )
                     log.critical(
-                        "%s is out of service (%s). Fix the problem and restart the bot.",
+                        "%s is out of service (%s). It is started again with a back-off of up "
+                        "to %g s, and comes back by itself once the problem is fixed.",
                         client.name,
                         why,
+                        self.retry_max,
                     )
                     self._mark_broken(client, error.failure)
-                    return
-                await asyncio.sleep(self.backoff[min(failures - 1, len(self.backoff) - 1)])
+                log.info("%s: starting again in %g s (failed start %d)", client.name, delay, failures)
+                self._tell_waiting()
+                await asyncio.sleep(delay)
                 continue
+            if failures:
+                log.warning("%s: started after %d failed start(s)", client.name, failures)
             failures = 0
+            self.next_try.pop(client.name, None)
             self.broken.pop(client.name, None)
             self.ready_event.set()
+            self._tell_waiting()
             if not await self._work(client):
                 return
             if not self._stopping:
@@ -159,18 +214,28 @@ class EnginePool:
             if (
                 isinstance(outcome, JobFailed)
                 and outcome.kind == ErrorKind.ENGINE_DIED
-                and job.progress is None
-                and job.attempts < 2
                 and job.cancelled_by is None
+                and not self._stopping
             ):
-                # The engine died before reporting any progress: most likely it died
-                # idle just as the job was handed over. Give the job one more try on
-                # the restarted engine (a job that kills it again fails then).
-                log.warning(
-                    "job %s: the engine died before starting it; it goes back to the front", job.id
+                job.engine_deaths += 1
+                if job.engine_deaths < 2:
+                    # The engine died under the job, before or after its first progress:
+                    # the job gets one more try on the restarted engine, first in line.
+                    log.warning(
+                        "job %s: the engine died under it (%s); it goes back to the front "
+                        "for one more try",
+                        job.id,
+                        "before it started" if job.progress is None else "while it ran",
+                    )
+                    self.queue.put_back(job)
+                    continue
+                # A second engine died under the same job: the job is the likely cause
+                # (too large for this machine, an input that crashes the backend).
+                outcome = JobFailed(
+                    job.id,
+                    ErrorKind.ENGINE_DIED,
+                    f"{KILLED_TWO_ENGINES}; it is not tried again. Last: {outcome.message}",
                 )
-                self.queue.put_back(job)
-                continue
             self._log_outcome(job, outcome)
             self.queue.done(job, outcome)
         return not self._stopping
@@ -204,6 +269,11 @@ class EnginePool:
             self.queue.fail_waiting(
                 lambda job: JobFailed(job.id, failure.kind, failure.message, failure.detail)
             )
+
+    def _tell_waiting(self) -> None:
+        """Waiting jobs' status messages show `waiting_note`: have them look again."""
+        for job in self.queue.waiting:
+            job.notify()
 
     def _cancel_running(self, job: Job) -> None:
         for client in self.clients:

@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bot.broker.queue import Job, JobState, ordinal
+from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobState, ordinal
 from bot.conversations import KEEP, StatusHandle
 from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
 
@@ -63,6 +63,8 @@ def eta(job: Job) -> float | None:
 def status_text(job: Job, *, note: str = "") -> str:
     """The status message of a job; `note` (waiting for the painter) goes under a queued one."""
     ref = f"job `{job.id}`"
+    if job.time_up and not job.finished:
+        return f"⏱ Time is up — finishing with the best image so far… ({ref})"
     if job.cancelled_by is not None and not job.finished:
         return f"🛑 Stopping… ({ref})"
     if job.state == JobState.QUEUED:
@@ -89,6 +91,11 @@ def status_text(job: Job, *, note: str = "") -> str:
     return f"Finishing… ({ref})"
 
 
+# engine/remote_worker.py's poison_failure: a job that stopped the Redis workers' engine
+# `max_tries` times in a row (the local pool's is KILLED_TWO_ENGINES).
+REMOTE_POISON = "The job stopped the painter "
+
+
 def failure_text(job: Job, failure: JobFailed) -> str:
     ref = f"job `{job.id}`"
     if failure.kind == ErrorKind.CANCELLED:
@@ -98,6 +105,14 @@ def failure_text(job: Job, failure: JobFailed) -> str:
         return f"⚠️ {message} ({ref})"
     # BAD_SETTINGS is not shown either: options are checked before queueing, so a
     # ValueError from the engine is a bug (it was a TensorFlow traceback, issue 11).
+    if failure.kind == ErrorKind.ENGINE_DIED and failure.message.startswith(
+        (KILLED_TWO_ENGINES, REMOTE_POISON)
+    ):
+        return (
+            f"💥 Sorry — this job stopped my painter more than once (it was tried again), so I gave up "
+            f"on it ({ref}). The same images and options would likely stop it again: try a "
+            "smaller size, fewer style images or other images."
+        )
     if failure.kind == ErrorKind.ENGINE_DIED:
         return (
             f"💥 Sorry — the painter crashed while working on this ({ref}). "

@@ -51,7 +51,9 @@ class BotSettings:
     edit_interval: float = 3.0
     engine_start_timeout: float = 600.0
     engine_restart_limit: int = 3
+    engine_retry_max: float = 300.0
     cancel_grace: float = 30.0
+    job_timeout: float = 1800.0
     shutdown_grace: float = 10.0  # unused since jobs survive restarts; old files still load
     allow_download: bool = True
     log_level: str = "INFO"
@@ -95,6 +97,10 @@ class BotSettings:
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
+        if self.engine_retry_max < 1:
+            problems.append("engine_retry_max must be at least 1 second")
+        if self.job_timeout < 0:
+            problems.append("job_timeout must not be negative (0 = no limit)")
         if self.engine_restart_limit < 0:
             problems.append("engine_restart_limit must not be negative")
         if self.log_level.upper() not in LOG_LEVELS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.broker import JobQueue, Runner
 from bot.delivery import short
 from bot.options import SEED_MAX, STRENGTH_STEPS, Caps
+from bot.plain import plain
 from bot.replies import done_fraction
 from bot.settings import Settings
 from bot.validation import format_bytes
@@ -35,8 +36,8 @@ def help_text(settings: Settings, caps: Caps) -> str:
         f"• seed — a number from 0 to {SEED_MAX} to repeat a result exactly.\n"
         "**Also**\n"
         f"• `{p}queue` — what is waiting and running.\n"
-        f"• `{p}cancel [job id]` — stop your job (people with Manage Messages can stop any job), "
-        "or press Cancel on the status message.\n"
+        f"• `{p}cancel [job id]` — stop your job (people with Manage Messages can stop any job "
+        "of their server), or press Cancel on the status message.\n"
         "• Buttons on a result: Again (new seed), More style, Less style. Anyone can press them; "
         "the new job is theirs.\n"
         f"Images: PNG, JPEG, WebP, GIF or BMP, up to "
@@ -44,30 +45,61 @@ def help_text(settings: Settings, caps: Caps) -> str:
         f"{settings.engine.limits.max_pixels / 1e6:g} megapixels each."
     )
 
-def queue_text(queue: JobQueue, runner: Runner, prefix: str) -> str:
-    """The answer to `queue`: what runs and what waits, in the order it will run."""
+def no_such_job_text(job_id: str) -> str:
+    return f"There is no job {plain(job_id, 16)} waiting or running."
+
+
+def not_yours_text(job_id: str) -> str:
+    return (
+        f"Only the person who asked for job `{job_id}`, or someone with the Manage Messages "
+        "permission in this server, can cancel it."
+    )
+
+
+def elsewhere_text(running: int, waiting: int) -> str:
+    """Jobs of other servers (and other members' DMs): counts only, never who or what."""
+    parts = []
+    if running:
+        parts.append(f"{running} running")
+    if waiting:
+        parts.append(f"{waiting} waiting")
+    return f"Elsewhere (other servers and DMs): {' and '.join(parts)}."
+
+
+def queue_text(
+    queue: JobQueue, runner: Runner, prefix: str, *, user_id: int = 0, guild_id: int = 0
+) -> str:
+    """The answer to `queue`, asked by `user_id` in `guild_id` (0: a DM): what runs and
+    what waits, in the order it will run. Jobs of this server and the member's own are
+    listed; the rest only counted (server boundaries, issue 11)."""
     lines: list[str] = []
     unavailable = runner.unavailable
     if unavailable is not None:
-        lines.append("⚠️ The painter is out of service (a setup problem on the host's side).")
+        lines.append(f"⚠️ {runner.waiting_note or 'The painter is out of service.'}")
     elif runner.ready_count == 0:
-        lines.append("⏳ The painter is warming up.")
+        lines.append(f"⏳ {runner.waiting_note or 'The painter is warming up.'}")
     running, waiting = queue.running, queue.waiting
     if not running and not waiting:
         lines.append(
             f"Nothing is waiting or running. `{prefix}stylize help` shows how to start."
         )
         return "\n".join(lines)
-    if running:
+    shown_running = [j for j in running if j.visible_to(user_id, guild_id)]
+    shown_waiting = [j for j in waiting if j.visible_to(user_id, guild_id)]
+    if shown_running:
         lines.append("**Running**")
-        for job in running:
+        for job in shown_running:
             p = job.progress
             pct = f"{int(done_fraction(p) * 100)}%" if p else "starting"
             lines.append(f"▶ `{job.id}` <@{job.user_id}> — {pct} — {short(job.label)}")
-    if waiting:
-        lines.append(f"**Waiting** ({len(waiting)} of at most {queue.max_waiting})")
-        for job in waiting[:20]:
+    if shown_waiting:
+        lines.append(f"**Waiting** ({len(waiting)} of at most {queue.max_waiting} in all)")
+        for job in shown_waiting[:20]:
             lines.append(f"{job.position}. `{job.id}` <@{job.user_id}> — {short(job.label)}")
-        if len(waiting) > 20:
-            lines.append(f"… and {len(waiting) - 20} more")
+        if len(shown_waiting) > 20:
+            lines.append(f"… and {len(shown_waiting) - 20} more")
+    others_running = len(running) - len(shown_running)
+    others_waiting = len(waiting) - len(shown_waiting)
+    if others_running or others_waiting:
+        lines.append(elsewhere_text(others_running, others_waiting))
     return "\n".join(lines)[:1990]

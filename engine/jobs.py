@@ -304,6 +304,9 @@ class JobResult:
     seed: int
     iterations: int
     final_loss: float
+    # The bot's time limit ([bot] job_timeout) stopped the job: `image` is the last
+    # preview the engine sent, `iterations` how far it got.
+    stopped_early: bool = False
 
 
 class ErrorKind(str, enum.Enum):

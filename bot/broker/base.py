@@ -31,6 +31,15 @@ from engine.jobs import JobFailed, JobRequest, JobResult
 log = logging.getLogger(__name__)
 
 
+def time_up_text(limit: float) -> str:
+    """Why a job stopped by the time limit has no picture (it had no preview yet)."""
+    minutes = f"{limit / 60:g} min" if limit >= 60 else f"{limit:g} s"
+    return (
+        f"Stopped: the job reached the time limit of {minutes} before it had a picture to show. "
+        "Try a smaller size or fewer iterations."
+    )
+
+
 class JobJournal(Protocol):
     """Where accepted jobs are kept until answered: the SQLite `Journal` (local) or the
     `RedisJournal` (redis). Called on the broker's one journal thread, in order."""
@@ -93,10 +102,14 @@ class Runner(Protocol):
 
 
 class Broker:
-    def __init__(self, *, queue: JobQueue, runner: Runner, journal: JobJournal) -> None:
+    def __init__(
+        self, *, queue: JobQueue, runner: Runner, journal: JobJournal, job_timeout: float = 0.0
+    ) -> None:
         self.queue = queue
         self.runner = runner
         self.journal = journal
+        self.job_timeout = job_timeout  # [bot] job_timeout: seconds a job may run (0: no limit)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self.detached = False
         self._started = False
         # One thread: journal writes happen in the order they were asked for.
@@ -128,12 +141,33 @@ class Broker:
             if changed.state == seen[0]:
                 return
             seen[0] = changed.state
+            self._time_limit(changed)
             if changed.finished and changed.answer is not None:
                 self._later(self.journal.answer, changed.id, changed.state.value, changed.answer)
             elif not changed.finished:
                 self._later(self.journal.set_state, changed.id, changed.state.value)
 
         job.listeners.append(on_change)
+
+    def _time_limit(self, job: Job) -> None:
+        """Start the job's clock when it starts running; stop it when it stops."""
+        timer = self._timers.pop(job.id, None)
+        if timer is not None:
+            timer.cancel()
+        if job.state == JobState.RUNNING and self.job_timeout > 0:
+            self._timers[job.id] = asyncio.get_running_loop().call_later(
+                self.job_timeout, self._time_up, job
+            )
+
+    def _time_up(self, job: Job) -> None:
+        """The job has run `job_timeout` seconds: stop it; it ends with its last preview
+        (JobQueue.done), or with this reason when it has none yet."""
+        self._timers.pop(job.id, None)
+        if job.state != JobState.RUNNING or job.cancelled_by is not None:
+            return
+        job.time_up = True
+        log.info("job %s reached the time limit of %g s; stopping it", job.id, self.job_timeout)
+        self.queue.cancel(job.id, by=0, reason=time_up_text(self.job_timeout))
 
     # -- what the bot calls ---------------------------------------------------------------
 
@@ -198,6 +232,7 @@ class Broker:
             if entry.outcome is None and self.runner.adopt(job, entry.state):
                 self.queue.adopt_running(job)
                 self._watch(job)
+                self._time_limit(job)  # its clock starts again: the old start is unknown
             elif entry.outcome is None:
                 self.queue.submit(job, check=False)
                 if entry.state != JobState.QUEUED.value:

@@ -49,6 +49,7 @@ def engine_pool(
         count=settings.bot.engines,
         start_timeout=settings.bot.engine_start_timeout,
         restart_limit=settings.bot.engine_restart_limit,
+        retry_max=settings.bot.engine_retry_max,
         cancel_grace=settings.bot.cancel_grace,
         **({"backoff": backoff} if backoff is not None else {}),
     )
@@ -59,5 +60,6 @@ def local_broker(settings: Settings, *, journal: Journal | None = None) -> Broke
     return Broker(
         queue=queue,
         runner=engine_pool(settings, queue),
+        job_timeout=settings.bot.job_timeout,
         journal=journal or Journal(settings.queue.data_path() / JOURNAL_FILE),
     )

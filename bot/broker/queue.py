@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 Outcome = JobResult | JobFailed
 
 
+# The message of the failure of a job that two engines died under: the job itself is
+# the likely cause, so it is not tried a third time (the member is told so).
+KILLED_TWO_ENGINES = "The job stopped two engines in a row"
+
+
 def new_job_id() -> str:
     return secrets.token_hex(4)
 
@@ -57,6 +62,9 @@ class Job:
     cancelled_by: int | None = None
     cancel_reason: str = ""
     attempts: int = 0
+    engine_deaths: int = 0  # engines that died under this job (after two, it is the cause)
+    time_up: bool = False  # stopped by the time limit: it ends with its last preview
+    preview: Progress | None = None  # the last progress event that had a preview image
     seq: int = 0  # submission order, kept across restarts (the journal's row id)
     front: bool = False  # put back after an engine died under it: it goes first
     resumed: bool = False  # restored from the journal after a restart
@@ -76,6 +84,21 @@ class Job:
     def finished(self) -> bool:
         return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
+    # Server boundaries (issue 11): a job is seen in full only by its member and inside
+    # its own server; a server's moderator may cancel it only from inside that server.
+    # `guild_id` is where the asking happens (0 in a DM).
+
+    def visible_to(self, user_id: int, guild_id: int) -> bool:
+        """Whether `user_id`, asking in `guild_id`, may see this job's details."""
+        return self.user_id == user_id or (guild_id != 0 and self.guild_id == guild_id)
+
+    def cancellable_by(self, user_id: int, guild_id: int, *, moderator: bool) -> bool:
+        """Whether `user_id` may cancel this job; `moderator`: they have Manage Messages
+        where they ask, which counts only when that is the job's own server."""
+        return self.user_id == user_id or (
+            moderator and guild_id != 0 and self.guild_id == guild_id
+        )
+
     def _future(self) -> asyncio.Future[Outcome]:
         if self._outcome is None:
             self._outcome = asyncio.get_running_loop().create_future()
@@ -84,6 +107,13 @@ class Job:
     async def outcome(self) -> Outcome:
         """The JobResult or JobFailed, when there is one (never raises for job errors)."""
         return await asyncio.shield(self._future())
+
+    def report(self, progress: Progress) -> None:
+        """A progress event from the engine: keep it (and its preview) and tell listeners."""
+        self.progress = progress
+        if progress.preview_png:
+            self.preview = progress
+        self.notify()
 
     def notify(self) -> None:
         for listener in list(self.listeners):
@@ -107,6 +137,34 @@ def state_of(outcome: Outcome) -> JobState:
     if isinstance(outcome, JobResult):
         return JobState.DONE
     return JobState.CANCELLED if outcome.kind == ErrorKind.CANCELLED else JobState.FAILED
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header ((0, 0) when it is not a PNG)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return 0, 0
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def stopped_early(job: Job, cancelled: JobFailed) -> Outcome:
+    """The outcome of a job the time limit stopped: its last preview as a result marked
+    `stopped_early`, or (no preview yet) the cancel, whose reason says why."""
+    shown = job.preview
+    if shown is None or not shown.preview_png:
+        return cancelled
+    width, height = png_size(shown.preview_png)
+    return JobResult(
+        job.id,
+        shown.preview_png,
+        "png",
+        width,
+        height,
+        shown.elapsed,
+        seed=-1 if job.request.settings.seed is None else job.request.settings.seed,
+        iterations=shown.iteration,
+        final_loss=float(shown.losses.get("total", float("nan"))),
+        stopped_early=True,
+    )
 
 
 class Refused(Exception):
@@ -273,14 +331,18 @@ class JobQueue:
         self._running.pop(job.id, None)
         job.state = JobState.QUEUED
         job.started = None
+        job.progress = None  # its status shows it waiting again, not the dead run's progress
         job.front = True
         self._waiting.append(job)
         self._renumber()
         self._wake_one()
 
     def done(self, job: Job, outcome: Outcome) -> None:
-        """An engine finished `job` (or it was removed): free its slot and tell listeners."""
+        """An engine finished `job` (or it was removed): free its slot and tell listeners.
+        A job stopped by the time limit ends with its last preview, if it had one."""
         self._running.pop(job.id, None)
+        if job.time_up and isinstance(outcome, JobFailed) and outcome.kind == ErrorKind.CANCELLED:
+            outcome = stopped_early(job, outcome)
         job.finish(outcome)
 
     def cancel(self, job_id: str, *, by: int | None = None, reason: str = "") -> Job | None:

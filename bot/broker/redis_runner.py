@@ -164,8 +164,7 @@ class RedisRunner:
                 continue
             entry_id, fields = entries[-1]
             job.progress_mark = entry_id.decode()
-            job.progress = from_wire(fields[b"data"])
-            job.notify()
+            job.report(from_wire(fields[b"data"]))
 
     def _running(self) -> dict[str, Job]:
         return {i: j for i, j in self.inflight.items() if not j.finished}

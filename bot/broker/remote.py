@@ -45,4 +45,5 @@ def redis_broker(settings: Settings, environ: Mapping[str, str] | None = None) -
             result_ttl=REDIS_RESULT_TTL,
             where=redis_where(url),
         ),
+        job_timeout=settings.bot.job_timeout,
     )

@@ -40,7 +40,7 @@ from bot.options import (
 )
 from bot.plain import plain
 from bot.settings import Settings
-from bot.texts import help_text, queue_text
+from bot.texts import help_text, no_such_job_text, not_yours_text, queue_text
 from bot.validation import InputProblem, Inputs, Validations, choose_inputs
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,11 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     @staticmethod
     def can_cancel(
-        job: Job, user: discord.abc.User, permissions: discord.Permissions | None
+        job: Job, user: discord.abc.User, guild_id: int, permissions: discord.Permissions | None
     ) -> bool:
-        return job.user_id == user.id or bool(permissions and permissions.manage_messages)
+        """The member's own job, or Manage Messages inside the job's own server."""
+        moderator = bool(permissions and permissions.manage_messages)
+        return job.cancellable_by(user.id, guild_id, moderator=moderator)
 
     # -- commands --------------------------------------------------------------------
 
@@ -220,19 +222,26 @@ class StylizeCog(commands.Cog, name="Stylize"):
             await ctx.send(cooldown_text(wait), ephemeral=True)
             return
         await ctx.send(
-            queue_text(self.queue, self.broker.runner, self.prefix),
+            queue_text(
+                self.queue,
+                self.broker.runner,
+                self.prefix,
+                user_id=ctx.author.id,
+                guild_id=ctx.guild.id if ctx.guild else 0,
+            ),
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
     @commands.hybrid_command(
-        name="cancel", description="Stop your job (moderators can stop any job)"
+        name="cancel", description="Stop your job (moderators: any job of this server)"
     )
     @app_commands.describe(
         job="The job id (from the status message); leave out for your latest job"
     )
     async def cancel_command(self, ctx: commands.Context, job: str | None = None) -> None:
         permissions = ctx.channel.permissions_for(ctx.author) if ctx.guild else None  # type: ignore[union-attr]
-        await ctx.send(self.cancel_job(ctx.author, permissions, job), ephemeral=True)
+        guild_id = ctx.guild.id if ctx.guild else 0
+        await ctx.send(self.cancel_job(ctx.author, guild_id, permissions, job), ephemeral=True)
 
     @commands.hybrid_command(name="help", description="How to use stylebot")
     async def help_command(self, ctx: commands.Context) -> None:
@@ -275,23 +284,27 @@ class StylizeCog(commands.Cog, name="Stylize"):
     # -- cancel ----------------------------------------------------------------------
 
     def cancel_job(
-        self, user: discord.abc.User, permissions: discord.Permissions | None, job_id: str | None
+        self,
+        user: discord.abc.User,
+        guild_id: int,
+        permissions: discord.Permissions | None,
+        job_id: str | None,
     ) -> str:
+        """Cancel `job_id` (or the member's latest job), asked in `guild_id` (0: a DM).
+        Jobs of other servers, and in a DM every job but the member's own, are answered
+        as if they did not exist: their ids say nothing to anyone there."""
         if job_id:
             job_id = job_id.strip().strip("`").lower()
             job = self.queue.find(job_id)
-            if job is None:
-                return f"There is no job {plain(job_id, 16)} waiting or running."
+            if job is None or not job.visible_to(user.id, guild_id):
+                return no_such_job_text(job_id)
         else:
             mine = self.queue.jobs_of(user.id)
             if not mine:
                 return "You have no job waiting or running."
             job = max(mine, key=lambda j: j.submitted)
-        if not self.can_cancel(job, user, permissions):
-            return (
-                f"Only the person who asked for job `{job.id}`, or someone with the Manage Messages "
-                "permission, can cancel it."
-            )
+        if not self.can_cancel(job, user, guild_id, permissions):
+            return not_yours_text(job.id)
         if job.cancelled_by is not None:
             return f"Job `{job.id}` is already being cancelled."
         name = plain(getattr(user, "display_name", user.name), 40)
@@ -305,20 +318,17 @@ class StylizeCog(commands.Cog, name="Stylize"):
         return f"Stopping job `{job.id}`." if was_running else f"Cancelled job `{job.id}`."
 
     async def cancel_button(self, interaction: discord.Interaction, job_id: str) -> None:
+        guild_id = interaction.guild_id or 0
         job = self.queue.find(job_id)
-        if job is None:
+        if job is None or not job.visible_to(interaction.user.id, guild_id):
             await interaction.response.send_message(
                 f"Job `{job_id}` is not waiting or running any more.", ephemeral=True
             )
             return
-        if not self.can_cancel(job, interaction.user, interaction.permissions):
-            await interaction.response.send_message(
-                f"Only the person who asked for job `{job_id}`, or someone with the Manage Messages "
-                "permission, can cancel it.",
-                ephemeral=True,
-            )
+        if not self.can_cancel(job, interaction.user, guild_id, interaction.permissions):
+            await interaction.response.send_message(not_yours_text(job_id), ephemeral=True)
             return
-        self.cancel_job(interaction.user, interaction.permissions, job_id)
+        self.cancel_job(interaction.user, guild_id, interaction.permissions, job_id)
         await interaction.response.defer()  # the status message itself shows the cancel
 
     # -- inputs ----------------------------------------------------------------------

@@ -4,7 +4,8 @@ Named in `WorkerOptions.engine_factory` ("tests.bot.fake_engine:make_engine"), s
 real spawned worker process (engine/worker.py) and the pipe, reader thread,
 cancellation and death detection are all real; only the maths is fake. The
 request's `content` is JSON telling it what to do:
-    {"steps": 5, "delay": 0.01, "crash_at": 0, "raise": "", "ignore_cancel": false}
+    {"steps": 5, "delay": 0.01, "crash_at": 0, "crash_once": "", "raise": "",
+     "ignore_cancel": false}
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ class FakeEngine:
         for i in range(1, steps + 1):
             time.sleep(plan.get("delay", 0.01))
             if plan.get("crash_at") == i:
-                os._exit(7)
+                once = plan.get("crash_once", "")  # a marker file: crash only the first time
+                if not once or not os.path.exists(once):
+                    if once:
+                        open(once, "w").close()
+                    os._exit(7)
             error = plan.get("raise")
             if error == "input":
                 raise InputError("The photo is broken.", subject="the photo")
@@ -74,4 +79,22 @@ def crash_on_start(options) -> FakeEngine:
 
 
 def fail_on_start(options) -> FakeEngine:
+    import atexit
+
+    atexit.register(time.sleep, 1.0)  # the process lingers after closing its pipe
     raise RuntimeError("TensorFlow could not load")
+
+
+def weights_from_file(options) -> FakeEngine:
+    """Starts only while the file named by [weights] source exists (a host restoring it)."""
+    if not os.path.exists(options.weights.source):
+        raise WeightsError(f"VGG-19 weights not found at {options.weights.source}")
+    return FakeEngine()
+
+
+def slow_exit(options) -> FakeEngine:
+    """An engine whose process lingers 1 s after closing its pipe (TensorFlow's teardown)."""
+    import atexit
+
+    atexit.register(time.sleep, 1.0)
+    return FakeEngine()

@@ -317,6 +317,9 @@ async def test_moderator_can_cancel_a_waiting_job(engines):
 
 
 async def test_engine_killed_mid_job_then_the_next_job_succeeds(engines):
+    # Issue 11: a job whose engine dies after its first progress goes back to the front
+    # once; when a second engine dies under it, the job is the likely cause and the
+    # member is told so. The next member's job then runs on the restarted engine.
     async with connected(engines) as h:
         fake = h.fake
         pool = h.bot.pool
@@ -328,13 +331,33 @@ async def test_engine_killed_mid_job_then_the_next_job_succeeds(engines):
         restarts = pool.restarts
         pool.clients[0].process.kill()  # as the out-of-memory killer would
 
+        async with asyncio.timeout(90):  # back at the front, and running again
+            while not (job.engine_deaths == 1 and job.progress and job in h.bot.queue.running):
+                await asyncio.sleep(0.01)
+        assert not any(j.user_id == fake.bob.id for j in h.bot.queue.running)  # bob still waits
+        pool.clients[0].process.kill()
         crashed = await fake.wait_for_message(
-            lambda m: m.id == status.id and "crashed" in m.content, timeout=30
+            lambda m: m.id == status.id and "more than once" in m.content, timeout=30
         )
         assert f"job `{job.id}`" in crashed.content and crashed.custom_ids == []
+        assert "smaller size" in crashed.content
         result = await result_message(fake, timeout=90)  # bob's job, on the restarted engine
         assert fake.bob.mention in result.content
-        assert pool.restarts == restarts + 1
+        assert pool.restarts == restarts + 2
+
+
+async def test_a_job_past_the_time_limit_is_answered_with_its_best_image_marked(engines):
+    settings = make_settings(bot={"job_timeout": 6.0})
+    async with connected(engines, settings) as h:
+        h.bot.broker.job_timeout = settings.bot.job_timeout  # the shared test broker's
+        fake = h.fake
+        await fake.send_message(f"!stylize {SLOW}", attachments=[PHOTO, STYLE])
+        result = await result_message(fake, timeout=60)
+        assert "**Stopped early**" in result.content and "time limit of 6 s" in result.content
+        assert "of 1000 iterations" in result.content
+        assert decode(result.attachments[0].data).size == (32, 24)  # the 32-px preview
+        await h.idle()
+        assert fake.bot_errors == []
 
 
 async def test_upload_too_large_is_retried_smaller(engines):

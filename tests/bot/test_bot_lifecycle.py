@@ -6,9 +6,15 @@ Real engine processes; each test owns its pool because shutting down closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing.process
 import os
 import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,6 +31,42 @@ pytestmark = [pytest.mark.timeout(120)]
 
 PHOTO = ("photo.png", png(48, 36, seed=1))
 STYLE = ("starry.png", png(36, 48, seed=2))
+
+
+@contextlib.contextmanager
+def blocking_calls_on_this_thread(threshold: float = 0.02) -> Iterator[list[str]]:
+    """Record process joins, thread joins, subprocess waits and sleeps that block this
+    thread (the event loop's) for more than `threshold` seconds."""
+    loop_thread = threading.get_ident()
+    blocked: list[str] = []
+    originals = {
+        (multiprocessing.process.BaseProcess, "join"): multiprocessing.process.BaseProcess.join,
+        (threading.Thread, "join"): threading.Thread.join,
+        (subprocess.Popen, "wait"): subprocess.Popen.wait,
+    }
+
+    def watched(name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                took = time.perf_counter() - started
+                if threading.get_ident() == loop_thread and took > threshold:
+                    blocked.append(f"{name} {took * 1000:.0f} ms")
+
+        return call
+
+    real_sleep = time.sleep
+    for (owner, attr), fn in originals.items():
+        setattr(owner, attr, watched(f"{owner.__name__}.{attr}", fn))
+    time.sleep = watched("time.sleep", real_sleep)  # type: ignore[assignment]
+    try:
+        yield blocked
+    finally:
+        for (owner, attr), fn in originals.items():
+            setattr(owner, attr, fn)
+        time.sleep = real_sleep
 
 
 async def test_sigterm_stops_taking_jobs_tells_users_and_exits_0(tmp_path):
@@ -53,8 +95,31 @@ async def test_sigterm_stops_taking_jobs_tells_users_and_exits_0(tmp_path):
             await fake.wait_for_bot_message(lambda m: m.reference_id == bob_cmd.id, timeout=10)
             engine = bot.pool.clients[0].process
 
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert await asyncio.wait_for(runner, 60) == EXIT_OK
+            # Issue 11, item 7: the stop takes under 8 s (docker kills at 10) and the event
+            # loop never blocks meanwhile (it stalled 503 ms closing the engine). Wall-clock
+            # lag is printed, but on a loaded machine it is the scheduler's as much as ours
+            # (the loop is shared with the fake Discord, two cores with the engine busy): the
+            # test checks that nothing waits on a process, thread or sleep on the loop's
+            # thread, and only a gross stall of the wall clock.
+            lags: list[float] = []
+
+            async def sample() -> None:
+                while True:
+                    before = time.perf_counter()
+                    await asyncio.sleep(0.005)
+                    lags.append(time.perf_counter() - before - 0.005)
+
+            sampler = asyncio.create_task(sample())
+            asked = time.perf_counter()
+            with blocking_calls_on_this_thread() as blocked:
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert await asyncio.wait_for(runner, 60) == EXIT_OK
+            took = time.perf_counter() - asked
+            sampler.cancel()
+            print(f"\nSIGTERM -> exit: {took:.2f} s; max loop lag {max(lags) * 1000:.0f} ms")
+            assert took < 8.0, took
+            assert not blocked, f"blocking calls on the event loop while stopping: {blocked}"
+            assert max(lags) < 1.5, f"the event loop stalled {max(lags) * 1000:.0f} ms"
 
         finals = [m.content for m in fake.bot_messages()]
         assert sum("restarting" in text for text in finals) == 2, finals  # running and waiting

@@ -256,3 +256,17 @@ async def test_a_flooding_server_does_not_hold_up_another(setup):
     assert other.position == 1, "next in line, ahead of the flood"
     await asyncio.wait_for(asyncio.gather(*(j.outcome() for j in [*flood, other])), 60)
     assert started.index(other.id) == 1, started  # right after the job that was running
+
+
+async def test_the_time_limit_stops_a_job_on_a_worker_with_its_best_image(setup):
+    broker, workers, _, _ = setup
+    broker.job_timeout = 1.0  # [bot] job_timeout (issue 11): the bot's clock, any runner
+    workers.start("w1")
+    job = plan_job("00000011", steps=10_000, delay=0.02)
+    await broker.submit(job, {"source": "m"})
+    outcome = await asyncio.wait_for(job.outcome(), 30)
+    took = time.monotonic() - job.started
+    assert isinstance(outcome, JobResult) and outcome.stopped_early, outcome
+    assert outcome.image == b"preview" and 0 < outcome.iterations < 10_000
+    assert took < 1.0 + 5, took
+    print(f"\nredis: job_timeout 1 s -> answered after {took:.2f} s")
