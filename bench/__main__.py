@@ -26,7 +26,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import machine, quality, report
+from bench import machine, quality, report, styleratio
 from bench.methods import METHODS, REFERENCE_HISTORY, log
 
 QUICK = {"sizes": "256,512", "tq_size": 256, "ref_iterations": 100, "repeats": 3, "peak_n": 4096,
@@ -34,6 +34,10 @@ QUICK = {"sizes": "256,512", "tq_size": 256, "ref_iterations": 100, "repeats": 3
 FULL = {"sizes": "256,384,512", "tq_size": 512, "ref_iterations": 500, "repeats": 7, "peak_n": 4096,
         "peak_repeats": 11}
 PARTS = ("steps", "peak", "ttq", "job")
+# On a real network: style_ratio read at these fractions of T_ref, and "as painted as the
+# reference" = within this of the reference's final style_ratio.
+STYLE_RATIO_TIMES = (0.05, 0.1, 0.25, 0.5, 1.0)
+STYLE_RATIO_SLACK = 0.02
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -212,6 +216,11 @@ def run_ttq(args: argparse.Namespace, engine, content, style) -> dict:
     log(f"time to quality at {prob.shape[1]}x{prob.shape[0]}: warming up (tracing at other sizes)")
     methods.warm_up(engine, content, style, settings)
     methods.warm_up_problem(engine, content, style, settings, prob)
+    scorer = None
+    network = styleratio.load_network(args.weights)
+    if network is not None:
+        log("style_ratio: snapshots are scored with keras.applications on " + str(args.weights))
+        scorer = styleratio.StyleScorer(network, content, style, tuple(prob.shape[:2]))
     runs: dict[str, methods.Run] = {}
     ref = None
     order = [m for m in "cdab" if m in args.methods]
@@ -220,12 +229,12 @@ def run_ttq(args: argparse.Namespace, engine, content, style) -> dict:
         log(f"method {key}: {METHODS[key]}" + (f" (budget {budget_s:.0f} s)" if budget_s else ""))
         if key == "d":
             run = methods.run_default(engine, content, style, settings, prob=prob, budget_s=budget_s,
-                                      snapshot_every=args.snapshot_every)
+                                      snapshot_every=args.snapshot_every, scorer=scorer)
         else:
             evaluations = args.ref_iterations if key == "c" else math.ceil(args.budget * args.ref_iterations)
             run = methods.run_classic(key, engine, content, style, settings, evaluations=evaluations,
                                       budget_s=None if key == "c" else budget_s, seed=args.seed,
-                                      lbfgs_history=args.lbfgs_history)
+                                      lbfgs_history=args.lbfgs_history, scorer=scorer)
         runs[key] = run
         log(f"  {run.evaluations} evaluations in {run.wall_s:.1f} s, final loss {run.final_loss:.6g}")
         if key == "c":
@@ -248,6 +257,13 @@ def run_ttq(args: argparse.Namespace, engine, content, style) -> dict:
             d["work_to_target"] = quality.work_to_target(run.curve, target)
             d["cpu_to_target"] = quality.cpu_to_target(run.curve, target)
             d["cpu_ratio_to_ref"] = quality.ratio(d["cpu_to_target"], ref["cpu_seconds"])
+        if run.style_curve:
+            d["style_ratio"], d["content_dist"] = run.style_curve[-1][1:]
+            if ref and runs["c"].style_curve:
+                d["style_ratio_at"] = {f: styleratio.value_at(run.style_curve, f * ref["seconds"])
+                                       for f in STYLE_RATIO_TIMES}
+                d["time_to_ref_style"] = styleratio.time_to_ratio(
+                    run.style_curve, runs["c"].style_curve[-1][1] + STYLE_RATIO_SLACK)
         out_methods.append(d)
     return {"size": args.tq_size, "shape": list(prob.shape[:2]), "seed": args.seed,
             "loss_settings": {k: v for k, v in asdict(prob.settings).items()

@@ -11,10 +11,12 @@ b. "tutorial": the TensorFlow tutorial -- Adam(learning_rate=0.02, beta_1=0.99,
    The tutorial's own loss weights (and its TV weight of 30) are *not* used: every
    method minimises stylebot's loss. Keras' Adam adds eps to sqrt(v), not to the
    bias-corrected sqrt(v_hat) (at step 1 that makes eps ~30x larger relative to the
-   gradient), and with this loss's gradients (RMS ~0.03 from the content image, recorded
-   as first_grad_rms) eps = 3.9e-4 matters, so b runs `keras_adam`, a copy of Keras'
-   update rule, not the engine's textbook Adam. (a's TF1 AdamOptimizer has the same
-   form, but with eps = 1e-8 the two are the same, so a uses `engine.optimize.adam`.)
+   gradient), so b runs `keras_adam`, a copy of Keras' update rule, not the engine's
+   textbook Adam. Adam sees the loss's scale only through eps, and stylebot's
+   standardised loss has gradients of ~1e-5 per pixel (first_grad_rms), far below the
+   tutorial's, where eps = 3.9e-4 would freeze b; so b's gradient is rescaled to RMS 1
+   at the start (see run_classic). (a's TF1 AdamOptimizer has the same form, but with
+   eps = 1e-8 the two are the same, so a uses `engine.optimize.adam`.)
 c. "lbfgs": single-scale L-BFGS from the content image for N evaluations
    (jcjohnson/neural-style's default: 500) with jcjohnson's optimiser (torch's
    optim.lbfgs, no line search), pixels clipped; history 20 (see REFERENCE_HISTORY).
@@ -127,6 +129,9 @@ class Run:
     peak_rss_mib: float | None = None
     notes: list[str] = field(default_factory=list)
     final_image: np.ndarray | None = field(default=None, repr=False)
+    # (seconds, style_ratio, content_dist) of snapshots, scored after the run on a real network
+    # (bench.styleratio); empty with random weights.
+    style_curve: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 class _Progress:
@@ -202,7 +207,7 @@ def reference_lbfgs(evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]], 
 
 def run_classic(key: str, engine: Any, content: np.ndarray, style: np.ndarray, settings: Any, *,
                 evaluations: int, budget_s: float | None, seed: int,
-                lbfgs_history: int = REFERENCE_HISTORY) -> Run:
+                lbfgs_history: int = REFERENCE_HISTORY, scorer: Any = None) -> Run:
     from engine import optimize, transfer  # optimize: a's Adam
 
     if key == "a":
@@ -219,6 +224,9 @@ def run_classic(key: str, engine: Any, content: np.ndarray, style: np.ndarray, s
                   budget_s=budget_s)
     run = Run(key, METHODS[key], config, step_s=0.0)
     progress = _Progress(f"{key} ({config['optimizer']})")
+    # About 40 snapshots per run for the style_ratio curve (copied inside the paused clock).
+    snapshot_every = max(1, evaluations // 40)
+    snapshots: list[tuple[float, np.ndarray]] = []
     machine.reset_peak_rss()
     run.rss_start_mib = machine.rss_mib()[0]
 
@@ -231,21 +239,32 @@ def run_classic(key: str, engine: Any, content: np.ndarray, style: np.ndarray, s
         else:
             x0 = prob.content.copy()
 
+        # Adam depends on the loss's scale only through eps. The tutorial's eps (0.1 on 0..1
+        # pixels) is tiny against its own loss's gradients (Caffe-scale Grams times 1e-2 / 1e4
+        # weights), but stylebot's standardised, mean-reduced loss has gradients of ~1e-5 per
+        # pixel, where that eps would freeze b (0.1-px steps). So b sees its gradient
+        # rescaled to RMS 1 at the start, which keeps eps as negligible as in the tutorial.
+        grad_scale = [1.0]
+
         def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
             # The same work as the engine's own evaluate(): reshape, cast, compiled step.
             image = x.reshape(shape).astype(np.float32)
             t_step = time.perf_counter()
             loss, grad, _ = prob.step(image)
             run.step_s += time.perf_counter() - t_step
+            if key == "b" and run.evaluations == 0:
+                grad_scale[0] = 1.0 / max(float(np.sqrt(np.mean(np.square(grad)))), 1e-30)
             with clock.paused() as t:
                 run.evaluations += 1
                 run.curve.append((run.evaluations, t, float(loss), float(run.evaluations), clock.cpu()))
+                if scorer is not None and (run.evaluations - 1) % snapshot_every == 0:
+                    snapshots.append((t, image.copy()))
                 if run.evaluations == 1:
                     run.settings["first_grad_rms"] = float(np.sqrt(np.mean(np.square(grad))))
                 progress.maybe(run.evaluations, t, loss, evaluations)
                 if budget_s is not None and t > budget_s:
                     raise _OverBudget
-            return loss, grad
+            return loss * grad_scale[0], grad * grad_scale[0]
 
         bounds = {"lower": problem_mod.PIXEL_MIN, "upper": problem_mod.PIXEL_MAX}
         try:
@@ -271,6 +290,10 @@ def run_classic(key: str, engine: Any, content: np.ndarray, style: np.ndarray, s
         run.notes.append(f"returned image scores {run.final_loss:.6g}, best evaluated image {best:.6g}")
     else:
         run.final_loss = min(p[2] for p in run.curve)
+    if scorer is not None:
+        if run.final_image is not None:
+            snapshots.append((run.wall_s, run.final_image))
+        run.style_curve = [(t, *scorer.score(image)) for t, image in snapshots]
     return run
 
 
@@ -340,7 +363,8 @@ def warm_up_problem(engine: Any, content: np.ndarray, style: np.ndarray, setting
 
 
 def run_default(engine: Any, content: np.ndarray, style: np.ndarray, settings: Any, *,
-                prob: problem_mod.Problem, budget_s: float | None, snapshot_every: int) -> Run:
+                prob: problem_mod.Problem, budget_s: float | None, snapshot_every: int,
+                scorer: Any = None) -> Run:
     from engine.errors import Cancelled
 
     config = {"settings": f"TransferSettings(size={settings.size}, seed={settings.seed}) defaults",
@@ -394,6 +418,8 @@ def run_default(engine: Any, content: np.ndarray, style: np.ndarray, settings: A
         run.evaluations = max((c for c, *_ in seen), default=0)
         run.curve, check = _score_default(prob, seen, snaps)
         run.notes.extend(check)
+        if scorer is not None:
+            run.style_curve = [(t, *scorer.score(np.load(path))) for _, t, _, path in snaps.saved]
         if run.final_image is not None and settings.color == "none":
             run.final_loss = prob.loss(run.final_image)
         else:

@@ -126,6 +126,23 @@ def ttq_table(ttq: Mapping[str, Any]) -> str:
                   "peak RSS MiB"], rows, "lrrrrrrrrrrr")
 
 
+def style_ratio_table(ttq: Mapping[str, Any]) -> str | None:
+    """style_ratio against time on a real network (bench.styleratio), or None without one."""
+    scored = [m for m in ttq["methods"] if m.get("style_ratio_at")]
+    if not scored:
+        return None
+    fractions = list(scored[0]["style_ratio_at"])
+    rows = [[f"{m['key']}. {m['label']}"]
+            + [fmt(m["style_ratio_at"][f], ".3f") for f in fractions]
+            + [fmt(m.get("style_ratio"), ".3f"), fmt(m.get("content_dist"), ".3f"),
+               "never" if m.get("time_to_ref_style") is None else fmt(m["time_to_ref_style"], ".1f")]
+            for m in scored]
+    ref_s = (ttq.get("reference") or {}).get("seconds")
+    heads = [f"at {f:g}·T_ref ({fmt(f * ref_s, '.0f')} s)" if ref_s else f"at {f:g}·T_ref" for f in fractions]
+    return table(["method", *heads, "final style_ratio", "final content_dist",
+                  "time to reference's style_ratio + 0.02 (s)"], rows, "l" + "r" * (len(heads) + 3))
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     b = results.get("benchmark", {})
     out = [f"# stylebot benchmark ({b.get('mode', '?')} mode)", "",
@@ -177,6 +194,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                      f"T_ref = {fmt(ref['seconds'], '.1f')} s{split}; target {TARGET_FACTOR}·L_ref = "
                      f"{fmt(ttq['target_loss'], '.6g')}."), ""]
         out += [ttq_table(ttq), ""]
+        styled = style_ratio_table(ttq)
+        if styled:
+            out += ["### How painted, against time (real network)", "", styled, "",
+                    ("style_ratio (bench/styleratio.py, as ../shared/realnet/score.py): the snapshot's "
+                     "mean relative Gram distance to the painting over the photo's, on keras.applications' "
+                     "network from the weights file; 1 = no closer than the photo, lower = more painted. "
+                     "content_dist: how far conv4_2 moved from the photo's (relative)."), ""]
         out += [("Time is wall time from the start of the method's setup (resizing, targets) with the "
                  "benchmark's bookkeeping subtracted, to the first evaluated image whose full-resolution "
                  "loss (same network, same loss: stylebot's default loss settings) is within the target; "

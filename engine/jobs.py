@@ -137,7 +137,9 @@ class TransferSettings:
 # The named strengths members and the CLI use: multipliers of `style_strength`. The
 # look changes roughly with log(β/α); on ImageNet weights these are visibly apart and
 # ordered in style_ratio on every pair tried (tests/engine/test_realnet.py checks it).
-STRENGTH_STEPS: Mapping[str, float] = {"subtle": 0.2, "normal": 1.0, "strong": 3.0, "extreme": 8.0}
+# subtle is 0.4x, not 0.2x: at 512 px 0.2x left chelsea x hubble at style_ratio 0.92 and a
+# mean pixel change of 11/255, which members would read as "nothing happened".
+STRENGTH_STEPS: Mapping[str, float] = {"subtle": 0.4, "normal": 1.0, "strong": 3.0, "extreme": 8.0}
 
 
 def settings_problems(s: TransferSettings) -> list[str]:

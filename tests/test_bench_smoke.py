@@ -203,3 +203,51 @@ def test_peak_rss_is_the_commands_own_not_its_parents():
     assert 300 <= big_row["peak_rss_mib"] < 600
     failed = subprocess.run([*run, "raise SystemExit(3)"], capture_output=True, text=True, check=True)
     assert json.loads(failed.stdout.strip().splitlines()[-1])["exit_code"] == 3
+
+
+def _projection_net(seed: int = 0):
+    """A stand-in for keras.applications' VGG: fixed random 1x1 projections + ReLU of the
+    image at 5+1 pooled resolutions (enough for Gram statistics to tell images apart)."""
+    rng = np.random.default_rng(seed)
+    mats = [rng.normal(size=(3, 8)).astype(np.float32) for _ in range(6)]
+
+    def net(batch):
+        x = batch[0]
+        out = []
+        for k, m in enumerate(mats):
+            step = 2 ** min(k, 4)
+            pooled = x[: x.shape[0] // step * step, : x.shape[1] // step * step]
+            pooled = pooled.reshape(x.shape[0] // step, step, x.shape[1] // step, step, 3).mean((1, 3))
+            out.append(np.maximum(pooled @ m, 0)[None])
+        return out
+
+    return net
+
+
+def test_style_ratio_is_one_for_the_photo_and_lower_for_the_painting():
+    from bench import styleratio
+
+    rng = np.random.default_rng(3)
+    photo = np.round(np.clip(np.cumsum(rng.normal(0, 4, (48, 64, 3)), axis=1) + 128, 0, 255)).astype(np.float32)
+    painting = rng.uniform(0, 255, (40, 40, 3)).astype(np.float32)
+    scorer = styleratio.StyleScorer(_projection_net(), photo, painting, (48, 64))
+    ratio, dist = scorer.score(photo)
+    assert ratio == pytest.approx(1.0, abs=1e-3) and dist == pytest.approx(0.0, abs=1e-3)
+    painted, moved = scorer.score(styleratio.resized(painting, (48, 64)))
+    assert painted < 0.5 and moved > 0.1
+
+
+def test_style_ratio_curve_reads_the_last_snapshot_before_a_time():
+    from bench import styleratio
+
+    curve = [(1.0, 0.9, 0.1), (2.0, 0.6, 0.2), (4.0, 0.5, 0.3)]
+    assert styleratio.value_at(curve, 0.5) is None
+    assert styleratio.value_at(curve, 3.0) == 0.6
+    assert styleratio.time_to_ratio(curve, 0.55) == 4.0
+    assert styleratio.time_to_ratio(curve, 0.4) is None
+    ttq = {"reference": {"seconds": 4.0}, "methods": [
+        {"key": "c", "label": "ref", "style_ratio_at": {0.5: 0.6, 1.0: 0.5}, "style_ratio": 0.5,
+         "content_dist": 0.3, "time_to_ref_style": 4.0}]}
+    text = report.style_ratio_table(ttq)
+    assert "at 0.5·T_ref (2 s)" in text and "0.600" in text
+    assert report.style_ratio_table({"methods": [{"key": "d", "label": "x"}]}) is None

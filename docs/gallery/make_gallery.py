@@ -51,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--only", nargs="*", default=None, metavar="FILE",
+                        help="remake only these pictures (e.g. chelsea-subtle.jpg); the others and "
+                             "their gallery.json entries are kept")
     args = parser.parse_args()
 
     from engine.jobs import STRENGTH_STEPS, TransferSettings, apply_preset
@@ -59,7 +62,13 @@ def main() -> None:
 
     engine = Engine(read_weights_file(args.weights))
     record = {"weights": str(args.weights.name), "size": args.size, "pictures": []}
+    old = {}
+    if args.only and (HERE / "gallery.json").exists():
+        old = {p["file"]: p for p in json.loads((HERE / "gallery.json").read_text())["pictures"]}
     for name, photo, style, settings in jobs(TransferSettings, STRENGTH_STEPS, apply_preset):
+        if args.only and name not in args.only and name in old:
+            record["pictures"].append(old[name])
+            continue
         settings = settings.with_(size=args.size)
         started = time.perf_counter()
         result = engine.stylize(rgb(photo), [rgb(style)], settings)

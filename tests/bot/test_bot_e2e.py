@@ -346,6 +346,20 @@ async def test_engine_killed_mid_job_then_the_next_job_succeeds(engines):
         assert pool.restarts == restarts + 2
 
 
+async def test_a_job_past_the_time_limit_is_answered_with_its_best_image_marked(engines):
+    settings = make_settings(bot={"job_timeout": 6.0})
+    async with connected(engines, settings) as h:
+        h.bot.broker.job_timeout = settings.bot.job_timeout  # the shared test broker's
+        fake = h.fake
+        await fake.send_message(f"!stylize {SLOW}", attachments=[PHOTO, STYLE])
+        result = await result_message(fake, timeout=60)
+        assert "**Stopped early**" in result.content and "time limit of 6 s" in result.content
+        assert "of 1000 iterations" in result.content
+        assert decode(result.attachments[0].data).size == (32, 24)  # the 32-px preview
+        await h.idle()
+        assert fake.bot_errors == []
+
+
 async def test_upload_too_large_is_retried_smaller(engines):
     async with connected(engines) as h:
         fake = h.fake

@@ -26,7 +26,7 @@ CAPS = Caps(max_size=1024, max_iterations=1000)
     [
         (None, 1.0),
         ("", 1.0),
-        ("subtle", 0.2),
+        ("subtle", 0.4),
         ("Normal", 1.0),
         ("strong", 3.0),
         ("EXTREME", 8.0),
