@@ -97,7 +97,11 @@ class Conversation:
         raise NotImplementedError
 
     async def send_result(
-        self, content: str, files: list[discord.File], view: discord.ui.View | None
+        self,
+        content: str,
+        files: list[discord.File],
+        view: discord.ui.View | None,
+        embed: discord.Embed | None = None,
     ) -> discord.Message:
         raise NotImplementedError
 
@@ -137,9 +141,15 @@ class MessageConversation(Conversation):
         return MessageStatus(await self._reply(content, view=view, mention_author=False))
 
     async def send_result(
-        self, content: str, files: list[discord.File], view: discord.ui.View | None
+        self,
+        content: str,
+        files: list[discord.File],
+        view: discord.ui.View | None,
+        embed: discord.Embed | None = None,
     ) -> discord.Message:
         kwargs: dict[str, Any] = {"view": view} if view is not None else {}
+        if embed is not None:
+            kwargs["embed"] = embed
         return await self._reply(
             content, files=files, allowed_mentions=self.result_mentions(), **kwargs
         )
@@ -208,9 +218,15 @@ class InteractionConversation(Conversation):
         return InteractionStatus(self.interaction, message)
 
     async def send_result(
-        self, content: str, files: list[discord.File], view: discord.ui.View | None
+        self,
+        content: str,
+        files: list[discord.File],
+        view: discord.ui.View | None,
+        embed: discord.Embed | None = None,
     ) -> discord.Message:
         kwargs: dict[str, Any] = {"view": view} if view is not None else {}
+        if embed is not None:
+            kwargs["embed"] = embed
         if self._fresh():
             return await self.interaction.followup.send(
                 content, files=files, wait=True, allowed_mentions=self.result_mentions(), **kwargs

@@ -38,6 +38,7 @@ from engine.jobs import ErrorKind, JobFailed, JobResult
 
 log = logging.getLogger(__name__)
 
+EMBED_COLOUR = discord.Colour(0x7B61FF)
 INPUT_PREFIX = "input-"  # result attachments that hold a slash job's inputs (for the buttons)
 INPUT_ALT = {False: "Input photo", True: "Input style image"}  # their alt text, before ": name"
 
@@ -185,8 +186,9 @@ class Delivery:
                 fresh_file(name, data, description=f"{INPUT_ALT[i > 0]}: {original}"[:1000])
                 for i, ((name, data), original) in enumerate(zip(extras, meta.names, strict=False))
             ]
+            embed = self.result_embed(job, result, meta, encoded.width, encoded.height, files[1:])
             try:
-                message = await conv.send_result(text, files, view)
+                message = await conv.send_result(text, files, view, embed)
             except discord.HTTPException as e:
                 if e.status == 413:
                     log.warning(
@@ -293,6 +295,52 @@ class Delivery:
         if self.broker.runner.random_weights:
             text += "\n" + t(language, "result.test_mode")
         return text[:2000]
+
+    def device_of(self, job: Job) -> str:
+        """Where the job ran ("CPU (tensorflow)"), when the runner says (local engines)."""
+        for client in getattr(self.broker.runner, "clients", ()):
+            ready = getattr(client, "ready", None)
+            if getattr(client, "name", None) == job.engine and ready is not None:
+                return f"{ready.device} ({ready.backend})"
+        return ""
+
+    def result_embed(
+        self,
+        job: Job,
+        result: JobResult,
+        meta: JobMeta,
+        width: int,
+        height: int,
+        inputs: list[discord.File],
+    ) -> discord.Embed:
+        """The result's card: what, the settings used, the time taken, the device, and the
+        style as a thumbnail when the inputs ride along. The message's text says the same
+        for clients that hide embeds."""
+        language, settings = meta.language, job.request.settings
+        names = [short(n) for n in meta.names]
+        embed = discord.Embed(
+            title=" × ".join(names)[:256] or t(language, "result.your_picture"),
+            colour=EMBED_COLOUR,
+        )
+        used = [
+            f"{width}×{height}",
+            t(language, "result.strength", value=strength_label(meta.options.strength, language)),
+            t(language, "result.colour", value=t(language, f"colour_mode.{settings.color}")),
+        ]
+        if result.seed >= 0:
+            used.append(t(language, "result.seed", value=result.seed))
+        embed.add_field(name=t(language, "embed.settings"), value=" · ".join(used), inline=False)
+        embed.add_field(
+            name=t(language, "embed.time"),
+            value=t(language, "result.took", iterations=result.iterations, time=duration(result.elapsed, language)),
+        )
+        device = self.device_of(job)
+        if device:
+            embed.add_field(name=t(language, "embed.device"), value=device)
+        styles = [f.filename for f in inputs if f.filename and f.filename.startswith(f"{INPUT_PREFIX}style")]
+        if styles:
+            embed.set_thumbnail(url=f"attachment://{styles[0]}")
+        return embed
 
     async def _posted(
         self, job: Job, result: JobResult, meta: JobMeta, message: discord.Message

@@ -31,7 +31,7 @@ from bot.community import (
     check_style_name,
 )
 from bot.conversations import InteractionConversation
-from bot.delivery import JobMeta
+from bot.delivery import EMBED_COLOUR, JobMeta
 from bot.i18n import LANGUAGES, parse_language, t
 from bot.inputs import inputs_on_result, referenced_attachments, rerun_inputs
 from bot.options import (
@@ -60,7 +60,6 @@ GALLERY_PAGE = 5  # styles per gallery page (one embed with a thumbnail each)
 THUMB_SIDE = 160
 HISTORY_SHOWN = 10
 HISTORY_BUTTONS = 5
-EMBED_COLOUR = discord.Colour(0x7B61FF)
 
 
 def jump_url(guild_id: int, channel_id: int, message_id: int) -> str:

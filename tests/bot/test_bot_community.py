@@ -430,6 +430,12 @@ async def test_a_japanese_member_gets_japanese_replies_and_an_english_one_englis
         assert "強さ 強め" in result.content and "シード 4" in result.content
         labels = [b["label"] for b in result.buttons]
         assert labels == ["もう一度", "スタイル強め", "スタイル控えめ"]
+        # The card: what, the settings, the time, the device, the style as a thumbnail.
+        card = result.embeds[0]
+        assert card["title"] == "photo.png × starry.png"
+        assert [f["name"] for f in card["fields"]] == ["設定", "所要時間", "デバイス"]
+        assert card["fields"][0]["value"] == "48×36 · 強さ 強め · 色 絵の色 · シード 4"
+        assert card["thumbnail"]["url"] == "attachment://input-style-1.jpg"
         help_reply = await answer(fake, await fake.send_slash_command("help", {}, user=fake.bob))
         assert help_reply.content.startswith("**stylebot は写真を絵画のスタイルで描き直します。**")
         # Bad input in Japanese: one image only.
@@ -441,6 +447,9 @@ async def test_a_japanese_member_gets_japanese_replies_and_an_english_one_englis
         english = await result_after(fake, result.id)
         assert english.content.startswith(f"{fake.alice.mention} here is **photo.png** in the style of **starry.png**")
         assert [b["label"] for b in english.buttons] == ["Again", "More style", "Less style"]
+        card = english.embeds[0]
+        assert [f["name"] for f in card["fields"]] == ["Settings", "Time", "Device"]
+        assert card["fields"][1]["value"].startswith("4 iterations in ")
         status = fake.messages[inter.original_message_id]
         assert any(s.startswith("⏳ Queued — you are next in line.") for s in texts_of(status))
         assert fake.bot_errors == []
