@@ -297,11 +297,12 @@ class Delivery:
         return text[:2000]
 
     def device_of(self, job: Job) -> str:
-        """Where the job ran ("CPU (tensorflow)"), when the runner says (local engines)."""
+        """Where the job ran ("CPU (AMD EPYC, 2 cores) · tensorflow"), when the runner says
+        (local engines; remote workers do not report it)."""
         for client in getattr(self.broker.runner, "clients", ()):
             ready = getattr(client, "ready", None)
             if getattr(client, "name", None) == job.engine and ready is not None:
-                return f"{ready.device} ({ready.backend})"
+                return f"{ready.device} · {ready.backend}"
         return ""
 
     def result_embed(
