@@ -179,7 +179,9 @@ class Delivery:
                 return None
             if len(encoded.data) > budget:
                 continue
-            text = self.result_text(job, result, conv, meta, encoded.width, encoded.height, encoded.note)
+            text = self.result_text(
+                job, result, conv, meta, encoded.width, encoded.height, encoded.note_in(meta.language)
+            )
             files = [fresh_file(f"stylized-{job.id}.{ext_for(encoded.format)}", encoded.data)]
             # Alt text names the original file; the buttons read it back (inputs_on_result).
             files += [

@@ -237,7 +237,20 @@ class Encoded:
     format: str
     width: int
     height: int
-    note: str = ""
+    # Why this encoding, if it is not the result as it came: a catalogue key that the
+    # format and size fill in (result.sent_as, result.shrunk).
+    note_key: str = ""
+
+    def note_in(self, language: str | None) -> str:
+        if not self.note_key:
+            return ""
+        return t(
+            language, self.note_key, format=self.format.upper(), width=self.width, height=self.height
+        )
+
+    @property
+    def note(self) -> str:
+        return self.note_in(None)
 
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -263,7 +276,7 @@ def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> 
                 fmt,
                 result.width,
                 result.height,
-                f"sent as {fmt.upper()} to fit this server's upload limit",
+                "result.sent_as",
             )
     height, width = rgb.shape[:2]
     scale = 1.0
@@ -278,7 +291,7 @@ def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> 
             "jpeg",
             w,
             h,
-            f"shrunk to {w}×{h} to fit this server's upload limit",
+            "result.shrunk",
         )
 
 
