@@ -133,9 +133,39 @@ def _label(language: str | None, role: str, index: int, count: int, filename: st
     return t(language, "input.style_n", n=index + 1, name=name)
 
 
+class Seconds(float):
+    """A time a message states ("5 s", 「5 秒」), rendered in the reader's language."""
+
+    def text(self, language: str | None) -> str:
+        return duration_in(language, self)
+
+
+class Text(str):
+    """A catalogue text made before its reader is known (an engine pool's note under
+    every queued job): the English as the string itself, any language through `text`."""
+
+    key: str
+    values: dict[str, Any]
+
+    def __new__(cls, key: str, /, **values: Any) -> Text:
+        made = super().__new__(cls, render(None, key, values))
+        made.key, made.values = key, values
+        return made
+
+    def text(self, language: str | None) -> str:
+        return render(language, self.key, self.values)
+
+
+def localized(text: str, language: str | None) -> str:
+    """`text` in `language` when it is a `Text`; as it is otherwise."""
+    return text.text(language) if isinstance(text, Text) else text
+
+
 def render(language: str | None, key: str, values: Mapping[str, Any]) -> str:
-    """`key` with `values` (labels in `language` too), its first letter capitalised."""
-    shown = {k: v.text(language) if isinstance(v, Label) else v for k, v in values.items()}
+    """`key` with `values` (labels and times in `language` too), its first letter capitalised."""
+    shown = {
+        k: v.text(language) if isinstance(v, (Label, Seconds)) else v for k, v in values.items()
+    }
     text = t(language, key, **shown)
     return text[:1].upper() + text[1:]
 

@@ -20,31 +20,27 @@ from typing import Any
 
 from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobQueue, Outcome, QueueClosed
 from bot.engine_process import EngineClient, EngineStartFailed
+from bot.i18n import Seconds, Text
 from engine.jobs import ErrorKind, JobFailed, JobResult
 
 log = logging.getLogger(__name__)
 
 # What queued members (and `queue`) are told while no engine is ready.
-WARMING_UP = "The painter is still warming up; this can take a minute after a restart."
+# Notes under queued jobs' status: catalogue texts (bot/locales), shown in each member's language.
+WARMING_UP = Text("note.warming_up")
 
 
-def about(seconds: float) -> str:
+def about(seconds: float) -> Seconds:
     seconds = max(1, round(seconds))
-    return f"{seconds} s" if seconds < 90 else f"{round(seconds / 60)} min"
+    return Seconds(seconds if seconds < 90 else round(seconds / 60) * 60)
 
 
-def starting_again_note(wait: float) -> str:
-    return (
-        f"The painter could not start and is starting again (next try in about {about(wait)}). "
-        "Your job keeps its place."
-    )
+def starting_again_note(wait: float) -> Text:
+    return Text("note.starting_again", wait=about(wait))
 
 
-def out_of_service_note(wait: float) -> str:
-    return (
-        "The painter is out of service (a problem on the host's side). It keeps trying to "
-        f"start by itself; next try in about {about(wait)}."
-    )
+def out_of_service_note(wait: float) -> Text:
+    return Text("note.out_of_service", wait=about(wait))
 
 
 class EnginePool:
@@ -96,7 +92,7 @@ class EnginePool:
         return None
 
     @property
-    def waiting_note(self) -> str:
+    def waiting_note(self) -> str:  # a Text: each member reads it in their language
         """Said under queued jobs (and in `queue`) while no engine is ready."""
         if self.ready_count > 0:
             return ""

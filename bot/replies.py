@@ -16,7 +16,7 @@ import discord
 
 from bot.broker.queue import KILLED_TWO_ENGINES, Job, JobState
 from bot.conversations import KEEP, StatusHandle
-from bot.i18n import duration_in, ordinal_in, t
+from bot.i18n import duration_in, localized, ordinal_in, t
 from engine.jobs import ErrorKind, JobFailed, JobResult, Progress
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def status_text(job: Job, *, note: str = "", language: str | None = None) -> str
         )
         text = t(language, "status.resumed" if job.resumed else "status.queued", place=place, ref=ref)
         if note:
-            text += f"\n{note}"
+            text += f"\n{localized(note, language)}"
         return text
     if job.state == JobState.RUNNING:
         p = job.progress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.broker import JobQueue, Runner
 from bot.delivery import short
-from bot.i18n import t
+from bot.i18n import localized, t
 from bot.options import SEED_MAX, STRENGTH_STEPS, Caps
 from bot.plain import plain
 from bot.replies import done_fraction
@@ -81,9 +81,11 @@ def queue_text(
     lines: list[str] = []
     unavailable = runner.unavailable
     if unavailable is not None:
-        lines.append(f"⚠️ {runner.waiting_note or t(language, 'queue.out_of_service')}")
+        note = localized(runner.waiting_note, language)
+        lines.append(f"⚠️ {note or t(language, 'queue.out_of_service')}")
     elif runner.ready_count == 0:
-        lines.append(f"⏳ {runner.waiting_note or t(language, 'queue.warming')}")
+        note = localized(runner.waiting_note, language)
+        lines.append(f"⏳ {note or t(language, 'queue.warming')}")
     running, waiting = queue.running, queue.waiting
     if not running and not waiting:
         lines.append(t(language, "queue.empty", prefix=prefix))

@@ -23,12 +23,13 @@ import time
 from typing import Any
 
 from bot.broker.queue import Job, JobQueue, QueueClosed
+from bot.i18n import Text
 from engine.jobs import JobFailed, StreamKeys, from_wire
 
 log = logging.getLogger(__name__)
 
 SENT = "sent"  # the job's state once it is on the work stream (written with the XADD)
-NO_WORKER = "Waiting for a worker: none is connected right now. Your job keeps its place."
+NO_WORKER = Text("note.no_worker")  # in each member's language (bot/locales)
 
 
 class RedisRunner:
