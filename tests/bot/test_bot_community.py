@@ -185,6 +185,11 @@ async def test_server_channels_limit_where_members_can_paint(engines):
         refusal = await reply_to(fake, asked)
         assert refusal.content == f"This server uses me only in {fake.art.mention}."
         assert not h.bot.queue.waiting
+        # The groups alone: `!stylebot` shows the settings, `!style` the gallery.
+        shown = await fake.send_message("!stylebot", channel=fake.art)
+        assert fields(await reply_to(fake, shown))["Channels"] == fake.art.mention
+        gallery = await fake.send_message("!style", channel=fake.art)
+        assert "no saved styles yet" in (await reply_to(fake, gallery)).content
 
 
 # --- saved styles -------------------------------------------------------------------------------
