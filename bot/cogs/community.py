@@ -211,13 +211,16 @@ class CommunityCog(commands.Cog, name="Community"):
 
     # -- /stylebot settings --------------------------------------------------------------
 
+    # The text forms also answer to the Japanese names (the slash forms' are localised).
     @commands.hybrid_group(name="stylebot", description="stylebot for this server")
     async def stylebot_group(self, ctx: commands.Context) -> None:
         if ctx.invoked_subcommand is None:
             await self.show_settings(ctx, None)
 
     @stylebot_group.command(
-        name="settings", description="Show or change stylebot's settings for this server"
+        name="settings",
+        aliases=["設定"],
+        description="Show or change stylebot's settings for this server",
     )
     async def settings_command(self, ctx: commands.Context, *, changes: SettingsFlags) -> None:
         await self.show_settings(ctx, changes.asked())
@@ -304,7 +307,7 @@ class CommunityCog(commands.Cog, name="Community"):
 
     # -- /language -----------------------------------------------------------------------
 
-    @commands.hybrid_command(name="language", description="Choose the language stylebot uses with you")
+    @commands.hybrid_command(name="language", aliases=["言語"], description="Choose the language stylebot uses with you")
     @app_commands.describe(language="en, ja, or auto (follow Discord and the server)")
     async def language_command(self, ctx: commands.Context, language: str | None = None) -> None:
         if language is not None:
@@ -325,12 +328,12 @@ class CommunityCog(commands.Cog, name="Community"):
 
     # -- /style save | list | delete -----------------------------------------------------
 
-    @commands.hybrid_group(name="style", description="The server's saved styles")
+    @commands.hybrid_group(name="style", aliases=["スタイル"], description="The server's saved styles")
     async def style_group(self, ctx: commands.Context) -> None:
         if ctx.invoked_subcommand is None:
             await self.show_gallery(ctx)
 
-    @style_group.command(name="save", description="Save a style image for this server")
+    @style_group.command(name="save", aliases=["保存"], description="Save a style image for this server")
     @app_commands.describe(
         name=f"A short name (letters, digits, - and _; up to {STYLE_NAME_MAX})",
         image="The painting to save",
@@ -387,7 +390,7 @@ class CommunityCog(commands.Cog, name="Community"):
             file=file,
         )
 
-    @style_group.command(name="list", description="Show the server's saved styles")
+    @style_group.command(name="list", aliases=["一覧"], description="Show the server's saved styles")
     async def style_list(self, ctx: commands.Context) -> None:
         await self.show_gallery(ctx)
 
@@ -398,7 +401,7 @@ class CommunityCog(commands.Cog, name="Community"):
         content, embeds, files, view = await self.gallery_page(guild.id, 0, language)
         await ctx.send(content, embeds=embeds, files=files, view=view)
 
-    @style_group.command(name="delete", description="Delete a saved style (its saver or a moderator)")
+    @style_group.command(name="delete", aliases=["削除"], description="Delete a saved style (its saver or a moderator)")
     @app_commands.describe(name="The style's name")
     async def style_delete(self, ctx: commands.Context, name: str) -> None:
         guild = self.guild_of(ctx)
@@ -482,7 +485,7 @@ class CommunityCog(commands.Cog, name="Community"):
 
     # -- /history --------------------------------------------------------------------------
 
-    @commands.hybrid_command(name="history", description="Your last results here, to see or paint again")
+    @commands.hybrid_command(name="history", aliases=["履歴"], description="Your last results here, to see or paint again")
     @app_commands.describe(action="show (the default) or delete (forget your history here)")
     @app_commands.choices(
         action=[app_commands.Choice(name="show", value="show"), app_commands.Choice(name="delete", value="delete")]

@@ -201,7 +201,8 @@ class StylizeCog(commands.Cog, name="Stylize"):
 
     @commands.hybrid_command(
         name="stylize",
-        aliases=["stylise"],
+        # The text form also answers to the Japanese names (the slash form's are localised).
+        aliases=["stylise", "画風変換"],
         description="Repaint a photo in the style of a painting",
     )
     @app_commands.describe(
@@ -300,7 +301,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
         choices: list[app_commands.Choice[str]] = await cog.style_choices(interaction, current)  # type: ignore[attr-defined]
         return choices
 
-    @commands.hybrid_command(name="queue", description="Show the jobs that are waiting and running")
+    @commands.hybrid_command(name="queue", aliases=["順番待ち"], description="Show the jobs that are waiting and running")
     async def queue_command(self, ctx: commands.Context) -> None:
         language = await self.language(ctx)
         if wait := self.cooldowns.retry_after("queue", ctx.author.id):
@@ -319,7 +320,9 @@ class StylizeCog(commands.Cog, name="Stylize"):
         )
 
     @commands.hybrid_command(
-        name="cancel", description="Stop your job (moderators: any job of this server)"
+        name="cancel",
+        aliases=["キャンセル"],
+        description="Stop your job (moderators: any job of this server)",
     )
     @app_commands.describe(
         job="The job id (from the status message); leave out for your latest job"
@@ -332,7 +335,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
             self.cancel_job(ctx.author, guild_id, permissions, job, language), ephemeral=True
         )
 
-    @commands.hybrid_command(name="help", description="How to use stylebot")
+    @commands.hybrid_command(name="help", aliases=["ヘルプ"], description="How to use stylebot")
     async def help_command(self, ctx: commands.Context) -> None:
         await ctx.send(help_text(self.settings, self.caps, await self.language(ctx)), ephemeral=True)
 

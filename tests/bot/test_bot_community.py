@@ -405,8 +405,8 @@ async def test_the_prefix_command_takes_japanese_option_words(engines):
         assert result.reference_id == command.id
         assert "strength strong" in result.content and "colour luminance" in result.content
         assert "seed 3" in result.content
-        save = await fake.send_message("!style save 浮世絵", attachments=[MONET])
-        await reply_to(fake, save)
+        save = await fake.send_message("!スタイル 保存 浮世絵", attachments=[MONET])  # !style save
+        assert "`浮世絵`" in (await reply_to(fake, save)).content
         command = await fake.send_message("!stylize 強さ:控えめ スタイル:浮世絵", attachments=[PHOTO])
         second = await result_after(fake, result.id)
         assert second.reference_id == command.id and "**浮世絵**" in second.content
