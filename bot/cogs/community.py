@@ -10,10 +10,12 @@ kept by `bot.community.Community`, beside the job journal, and survives a restar
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 import re
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -43,6 +45,7 @@ from bot.options import (
     strength_label,
 )
 from bot.plain import plain
+from bot.replies import compact_input
 from bot.server_options import (
     changed_settings,
     server_caps,
@@ -368,18 +371,14 @@ class CommunityCog(commands.Cog, name="Community"):
         except InputProblem as e:
             log.info("style %r from %s refused: %s", name, ctx.author.id, e)
             raise Problem("styles.not_an_image", name=plain(source.filename, 60)) from None
-        from bot.replies import compact_input
-
         data, _ = await asyncio.to_thread(compact_input, checked.content, self.settings.bot.max_size)
         thumb, _ = await asyncio.to_thread(compact_input, checked.content, THUMB_SIDE)
-        import time
-
         style = SavedStyle(
             StyleInfo(guild.id, name, ctx.author.id, len(data), time.time()), data, thumb
         )
         await self.community.add_style(style)
         count = len(await self.community.styles(guild.id))
-        file = discord.File(_bytes_io(thumb), filename="thumb.jpg")
+        file = discord.File(io.BytesIO(thumb), filename="thumb.jpg")
         embed = discord.Embed(
             title=name, colour=EMBED_COLOUR, description=t(language, "styles.use_it", name=name)
         ).set_thumbnail(url="attachment://thumb.jpg")
@@ -455,7 +454,7 @@ class CommunityCog(commands.Cog, name="Community"):
             if saved is None:
                 continue
             name = f"style-{i}.jpg"
-            files.append(discord.File(_bytes_io(saved.thumb), filename=name))
+            files.append(discord.File(io.BytesIO(saved.thumb), filename=name))
             embeds.append(
                 discord.Embed(
                     title=info.name,
@@ -605,12 +604,6 @@ def _custom_ids(message: discord.Message) -> list[str]:
             if custom_id:
                 ids.append(custom_id)
     return ids
-
-
-def _bytes_io(data: bytes) -> Any:
-    import io
-
-    return io.BytesIO(data)
 
 
 # --- buttons and the re-run form ---------------------------------------------------------------
