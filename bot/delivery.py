@@ -156,7 +156,14 @@ class Delivery:
     ) -> discord.Message | None:
         """The result as a reply, in the best encoding that fits the upload limit (None: none fits)."""
         extras = await self._kept_inputs(job, meta, conv.filesize_limit)
-        view = result_view(self._spec(job, result, meta)) if (meta.source == "m" or extras) else None
+        view = (
+            result_view(
+                self._spec(job, result, meta),
+                upscale=self.can_upscale(job, result),
+            )
+            if (meta.source == "m" or extras)
+            else None
+        )
         budget = conv.filesize_limit
         encodings = result_encodings(result, quality=self.settings.engine.output.quality)
         while True:
@@ -212,9 +219,19 @@ class Delivery:
             return []  # cannot keep the inputs: no buttons for this one
         return extras
 
+    def can_upscale(self, job: Job, result: JobResult) -> bool:
+        """Upscale ×2 on a still picture smaller than the host's max size."""
+        return result.frames <= 1 and job.request.settings.size < self.settings.bot.max_size
+
     @staticmethod
     def _spec(job: Job, result: JobResult, meta: JobMeta) -> RerunSpec:
         settings = job.request.settings
+        # An Upscale job ran fewer iterations; its buttons rerun with the member's count.
+        iterations = (
+            meta.options.iterations
+            if meta.options.upscale and meta.options.iterations
+            else settings.iterations
+        )
         return RerunSpec(
             action="a",
             source=meta.source,
@@ -223,7 +240,7 @@ class Delivery:
             seed=result.seed,
             strength=meta.options.strength,
             size=settings.size,
-            iterations=settings.iterations,
+            iterations=iterations,
             color=settings.color,
         )
 

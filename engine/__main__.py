@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=POOLING_MODES)
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--device", choices=DEVICES, help="auto (a GPU if one is found), gpu or cpu")
+    p.add_argument("--max-memory", type=int, help="MiB a job may use; larger jobs run in tiles (0 = auto)")
+    p.add_argument("--tile-above", type=int, help="longest side above which the output is tiled (0 = only "
+                                                  "when --max-memory requires)")
+    p.add_argument("--tile-size", type=int, help="largest tile side, px")
+    p.add_argument("--init-image", type=Path, help="start from this image (e.g. a smaller result: upscale)")
     p.add_argument("--weights", help="'auto', 'random' (offline testing, not art) or a .h5/.mat path "
                                      "holding the --network's weights")
     p.add_argument("--models-dir", type=Path, help="where weights are stored and downloaded")
@@ -103,7 +108,8 @@ OPTION_TO_SETTING = {
     "init": "init", "noise_ratio": "noise_ratio", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "color": "color", "histogram_method": "histogram_method",
     "style_blend": "style_blend", "style_scale": "style_scale", "network": "network", "pooling": "pooling",
-    "precision": "precision", "device": "device",
+    "precision": "precision", "device": "device", "max_memory": "max_memory",
+    "tile_above": "tile_above", "tile_size": "tile_size",
 }
 
 
@@ -155,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         content = images.read_image_file(args.content, limits=config.limits)
         styles = [images.read_image_file(path, limits=config.limits) for path in args.styles]
+        init = (images.read_image_file(args.init_image, limits=config.limits).rgb
+                if args.init_image else None)
         style_blend_weights(settings, len(styles))
     except (ConfigError, ValueError, InputError) as e:
         return fail(EXIT_BAD_INPUT, str(e))
@@ -172,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar = None if args.quiet else iteration_bar(settings.iterations)
     try:
         result = Engine(weights).stylize(content.rgb, [s.rgb for s in styles], settings,
-                                         on_progress=bar)
+                                         on_progress=bar, init=init)
     except KeyboardInterrupt:
         return fail(130, "interrupted")
     finally:
