@@ -198,9 +198,11 @@ def stylize_animation(engine, animation: Animation, styles: Sequence[np.ndarray]
 
 
 def encode_animation(frames: Sequence[np.ndarray], durations: Sequence[int], loop: int, *,
-                     quality: int = 80, max_bytes: int | None = None) -> tuple[bytes, str]:
+                     quality: int = 80, max_bytes: int | None = None,
+                     fmt: str | None = None) -> tuple[bytes, str]:
     """The frames as an animated GIF or WebP, whichever is smaller (and, with
-    `max_bytes`, the first that fits: WebP at falling quality after both)."""
+    `max_bytes`, the first that fits: WebP at falling quality after both); `fmt`
+    ("gif" or "webp") forces one."""
     pil = [Image.fromarray(np.clip(np.asarray(f) + 0.5, 0, 255).astype(np.uint8)) for f in frames]
     gif = io.BytesIO()
     # One adaptive palette per frame; no dithering, so still areas stay still.
@@ -210,6 +212,8 @@ def encode_animation(frames: Sequence[np.ndarray], durations: Sequence[int], loo
     webp = io.BytesIO()
     pil[0].save(webp, "WEBP", save_all=True, append_images=pil[1:], duration=list(durations), loop=loop,
                 quality=quality, method=4)
+    if fmt is not None:
+        return (gif.getvalue(), "gif") if fmt == "gif" else (webp.getvalue(), "webp")
     candidates = sorted([(gif.getvalue(), "gif"), (webp.getvalue(), "webp")], key=lambda c: len(c[0]))
     if max_bytes is None or len(candidates[0][0]) <= max_bytes:
         return candidates[0]
