@@ -32,6 +32,7 @@ from bot.replies import (
     status_text,
 )
 from bot.settings import Settings
+from bot.validation import is_animated
 from engine.jobs import ErrorKind, JobFailed, JobResult
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class JobMeta:
         values["options"] = JobOptions(**values["options"])
         values["names"] = tuple(values.get("names", ()))
         return cls(**values)
+
+
+def animated_extension(data: bytes) -> str:
+    return "gif" if data[:4] == b"GIF8" else "webp" if data[8:12] == b"WEBP" else "png"
 
 
 def short(text: str, limit: int = 40) -> str:
@@ -211,6 +216,10 @@ class Delivery:
         extras = []
         for i, data in enumerate((job.request.content, *job.request.styles)):
             name = "photo" if i == 0 else f"style-{i}"
+            if i == 0 and await asyncio.to_thread(is_animated, data):
+                # An animation is kept as it came (a still would make Again paint one frame).
+                extras.append((f"{INPUT_PREFIX}{name}.{animated_extension(data)}", data))
+                continue
             compact, ext = await asyncio.to_thread(
                 compact_input, data, settings.size if i == 0 else style_side
             )

@@ -1,9 +1,9 @@
 """Animated GIF / WebP / APNG in, animated out.
 
 Frames are stylised in order. The first starts as any job does; each later one starts
-from the previous frame's result plus the input's own change since the previous frame
-(the cheapest "warp": what moved in the input moves in the output's colours, what did
-not move starts exactly where it was), and runs FRAME_FRACTION of the iterations. A
+from the previous frame's result where the input did not change and from the new frame
+itself where it did (blended by `static_mask`; no motion warp: optical flow was not worth
+its cost at GIF sizes), and runs FRAME_FRACTION of the iterations. A
 temporal term (transfer.TemporalObjective) penalises change from the previous result
 where the input did not change (mask `static_mask`), so the output does not flicker.
 
@@ -188,8 +188,13 @@ def stylize_animation(engine, animation: Animation, styles: Sequence[np.ndarray]
             result = engine.stylize(frame, styles, first, on_progress=report, should_stop=should_stop)
         else:
             previous_in, previous_out = animation.frames[index - 1], outputs[-1]
-            init = np.clip(previous_out + (frame - previous_in), 0.0, 255.0)
-            temporal = (previous_out, static_mask(previous_in, frame), weight) if weight > 0 else None
+            mask = static_mask(previous_in, frame)
+            # Where the input stayed, the previous result; where it changed (something moved
+            # in, or out and uncovered what was behind), the new frame itself, painted afresh
+            # like any job's start. (Adding the input's change to the old result left ghosts
+            # of whatever moved away, which the temporal term then held in place.)
+            init = np.clip(mask * (previous_out + (frame - previous_in)) + (1.0 - mask) * frame, 0.0, 255.0)
+            temporal = (previous_out, mask, weight) if weight > 0 else None
             result = engine.stylize(frame, styles, later, on_progress=report, should_stop=should_stop,
                                     init=init, temporal=temporal)
         outputs.append(result.image)
