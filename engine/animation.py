@@ -1,11 +1,13 @@
 """Animated GIF / WebP / APNG in, animated out.
 
 Frames are stylised in order. The first starts as any job does; each later one starts
-from the previous frame's result where the input did not change and from the new frame
-itself where it did (blended by `static_mask`; no motion warp: optical flow was not worth
-its cost at GIF sizes), and runs FRAME_FRACTION of the iterations. A
+from the previous frame's result where the input did not change, from the first frame's
+result where it changed back to what the first frame showed (uncovered background), and
+from the new frame itself elsewhere (`frame_start`; no motion warp: optical flow was not
+worth its cost at GIF sizes), and runs FRAME_FRACTION of the iterations. A
 temporal term (transfer.TemporalObjective) penalises change from the previous result
-where the input did not change (mask `static_mask`), so the output does not flicker.
+where the input did not change (mask `static_mask`; uncovered background is held to the
+first frame's result), so the output does not flicker.
 
 Caps (ImageLimits): frames (max_frames), size (max_frame_side, longest side) and work
 (frames x pixels x iterations, max_animation_work). Over a cap the animation is refused
@@ -151,6 +153,27 @@ def static_mask(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     return np.exp(-np.square(change / STATIC_LEVELS) * math.log(2.0))[..., None].astype(np.float32)
 
 
+def frame_start(frame: np.ndarray, previous_in: np.ndarray, previous_out: np.ndarray,
+                first_in: np.ndarray, first_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start image, temporal target, temporal mask) of a later frame.
+
+    Where the input did not change since the previous frame: the previous result.
+    Where it changed but looks as it did in the first frame (what a moving thing uncovers
+    of a still background): the first frame's result, so the background comes back
+    painted as it was. Elsewhere (something new): the frame itself, painted afresh like
+    any job's start, and free of the temporal term. (Starting from the old result plus
+    the input's change left ghosts of whatever moved away, and the temporal term then
+    held them in place; starting uncovered background from the photo left a less
+    painted trail.)
+    """
+    still = static_mask(previous_in, frame)
+    back = (1.0 - still) * static_mask(first_in, frame)
+    known = still + back
+    target = (still * previous_out + back * first_out) / np.maximum(known, 1e-6)
+    init = np.clip(known * target + (1.0 - known) * frame, 0.0, 255.0).astype(np.float32)
+    return init, target.astype(np.float32), known.astype(np.float32)
+
+
 def flicker(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray], threshold: float = 2.0) -> float:
     """Mean absolute frame-to-frame change of the output (0..255) where the input did not
     change (mean input change below `threshold` levels)."""
@@ -187,14 +210,9 @@ def stylize_animation(engine, animation: Animation, styles: Sequence[np.ndarray]
         if index == 0:
             result = engine.stylize(frame, styles, first, on_progress=report, should_stop=should_stop)
         else:
-            previous_in, previous_out = animation.frames[index - 1], outputs[-1]
-            mask = static_mask(previous_in, frame)
-            # Where the input stayed, the previous result; where it changed (something moved
-            # in, or out and uncovered what was behind), the new frame itself, painted afresh
-            # like any job's start. (Adding the input's change to the old result left ghosts
-            # of whatever moved away, which the temporal term then held in place.)
-            init = np.clip(mask * (previous_out + (frame - previous_in)) + (1.0 - mask) * frame, 0.0, 255.0)
-            temporal = (previous_out, mask, weight) if weight > 0 else None
+            init, target, mask = frame_start(frame, animation.frames[index - 1], outputs[-1],
+                                             animation.frames[0], outputs[0])
+            temporal = (target, mask, weight) if weight > 0 else None
             result = engine.stylize(frame, styles, later, on_progress=report, should_stop=should_stop,
                                     init=init, temporal=temporal)
         outputs.append(result.image)

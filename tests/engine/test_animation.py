@@ -130,3 +130,19 @@ def test_run_job_paints_every_frame_in_order_with_progress(engine):
     assert durations == [70, 120] * 3 and loop == 0
     assert [p.frame for p in seen] == sorted(p.frame for p in seen) and seen[-1].frame == 6
     assert seen[-1].iteration == seen[-1].total == 18
+
+
+def test_a_later_frame_starts_from_the_previous_result_the_first_or_itself():
+    background = np.full((4, 6, 3), 100.0, np.float32)
+    first_in = background.copy()
+    first_in[:, 0] = 250.0  # something at the left in the first frame
+    previous_in = background.copy()
+    previous_in[:, 2] = 250.0  # it moved to column 2 ...
+    frame = background.copy()
+    frame[:, 4] = 250.0  # ... and now to column 4
+    first_out, previous_out = np.full_like(frame, 11.0), np.full_like(frame, 22.0)
+    init, target, mask = animation.frame_start(frame, previous_in, previous_out, first_in, first_out)
+    assert init[0, 5, 0] == pytest.approx(22.0)  # never changed: the previous result
+    assert init[0, 2, 0] == pytest.approx(11.0, abs=0.1)  # uncovered background: the first frame's
+    assert init[0, 4, 0] == pytest.approx(250.0, abs=0.1)  # new: the frame itself, free
+    assert mask[0, 4, 0] < 1e-3 and mask[0, 5, 0] == pytest.approx(1.0)
