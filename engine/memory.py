@@ -55,6 +55,7 @@ MEASURED: tuple[tuple[int, int, str, str, int, float], ...] = (
     (256, 170, "tensorflow", "bfloat16", 256 * 223, 1043.0),
     (512, 341, "tensorflow", "bfloat16", 512 * 446, 1658.0),
     (768, 511, "tensorflow", "bfloat16", 768 * 669, 2670.0),
+    (1024, 681, "tensorflow", "bfloat16", 1024 * 892, 4009.0),
     (512, 341, "tensorflow", "float32", 512 * 446, 1765.0),
     (768, 511, "tensorflow", "float32", 768 * 669, 2936.0),
     # style_scale 2: the style's targets pass (1024 x 892) sets the peak
