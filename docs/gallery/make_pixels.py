@@ -83,7 +83,7 @@ def main() -> None:
 
     base = TransferSettings(seed=1, preview_every=0)
     small = run("fresh512", base.with_(size=512, iterations=150))
-    big = run("upscale1024", base.with_(size=1024, iterations=60), init=small)
+    big = run("upscale1024", base.with_(size=1024, iterations=30), init=small)
     run("fresh1024", base.with_(size=1024, iterations=120))
     (a.out / "upscale.json").write_text(json.dumps(record))
     Image.fromarray(np.clip(big + 0.5, 0, 255).astype(np.uint8)).save(HERE / "upscaled.jpg", quality=80,
