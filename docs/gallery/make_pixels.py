@@ -7,7 +7,7 @@
    and 1000; prints the flicker (mean |output change| where the input did not change) of
    each and writes walk.gif (the input) and walk-styled.gif (weight 100) beside this script.
 2. Upscale: chelsea x hubble at 512 px (150 iterations), then Upscale x2 to 1024 px from
-   that result (60 iterations) against a fresh 1024-px job (120 iterations), the engine's
+   that result (30 iterations, the default) against a fresh 1024-px job (120 iterations), the engine's
    loss against time of both (upscale.json in --out) and upscaled.jpg beside this script.
 """
 

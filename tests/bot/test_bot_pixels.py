@@ -90,3 +90,14 @@ async def test_gif_over_the_frame_cap_is_refused_before_it_is_queued(engines):
         assert "6 frames" in reply.content and "at most 4 frames" in reply.content
         assert "sample:yes" in reply.content
         assert not h.bot.queue.waiting and not h.bot.queue.running
+
+
+async def test_slash_gif_result_keeps_the_animation_for_its_buttons(engines):
+    async with connected(engines) as h:
+        fake = h.fake
+        await fake.send_slash_command("stylize", {"content": ("wave.gif", six_frame_gif(4)), "style": STYLE})
+        result = await result_message(fake)
+        assert frames_of(result.attachments[0].data)[1] == [70, 120, 70, 120]
+        assert result.filenames[1] == "input-photo.gif"
+        assert frames_of(result.attachments[1].data)[1] == [70, 120, 70, 120]
+        assert fake.bot_errors == []
