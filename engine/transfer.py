@@ -320,6 +320,10 @@ class Engine:
         """
         started = time.perf_counter()
         seed = resolve_seed(settings.seed)
+        if settings.color == "luminance":  # the optimiser works on luminance (grey) images
+            grey = lambda rgb: color._grey_rgb(color.luminance(np.asarray(rgb, np.float32)))  # noqa: E731
+            init = None if init is None else grey(init)
+            temporal = None if temporal is None else (grey(temporal[0]), temporal[1], temporal[2])
         job = self.prepare(content, styles, settings, temporal=temporal is not None)
         tiles = {level.shape: self.tile_plan(level.shape, settings, job) if temporal is None
                  else memory.TilePlan(level.shape, None, 0, 0.0, 0.0, 0.0) for level in job.plan}

@@ -86,3 +86,17 @@ def test_tiled_job_is_close_to_the_untiled_one_without_seams(engine):
     edges = sorted(e for e in edges if 2 <= e < len(steps) - 2)
     inner = [i for i in range(2, len(steps) - 2) if i not in edges]
     assert edges and steps[edges].max() <= 1.1 * steps[inner].max()
+
+
+def test_upscale_starts_from_the_previous_result(engine):
+    from engine.jobs import TransferSettings
+
+    photo, style = smooth_photo(36, 48), stripes_texture(48, 48)
+    small = np.full((18, 24, 3), 30.0, np.float32)  # a "previous result" far from the photo
+    settings = TransferSettings(size=48, iterations=2, seed=1, precision="float32", preview_every=0)
+    out = engine.stylize(photo, [style], settings, init=small).image
+    fresh = engine.stylize(photo, [style], settings).image
+    assert out.shape == fresh.shape == (36, 48, 3)
+    assert np.abs(out - 30.0).mean() < np.abs(fresh - 30.0).mean() / 2
+    grey = engine.stylize(photo, [style], settings.with_(color="luminance"), init=small).image
+    assert grey.shape == (36, 48, 3)  # luminance mode takes the start's luminance
