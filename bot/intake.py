@@ -108,7 +108,12 @@ class Intake:
                     decoder=self.decoder,
                     owner=member,
                 )
-            check_animation(checked.content, self.settings.engine.limits, sample=meta.options.sample)
+            side = check_animation(
+                checked.content, self.settings.engine.limits, sample=meta.options.sample
+            )
+            if side and settings.size > side:  # animations are smaller ([limits] max_frame_side)
+                notes.append(f"size {side} px: animations are at most {side} px")
+                settings = replace(settings, size=side)
         except (Refused, OptionError, InputProblem) as e:
             await conv.say(f"⚠️ {e}")
             return None

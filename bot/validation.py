@@ -317,17 +317,19 @@ def is_animated(data: bytes) -> bool:
     return animated(data)
 
 
-def check_animation(data: bytes, limits: ImageLimits, *, sample: bool) -> None:
-    """Refuse an animated photo over the frame cap before it is queued (the engine checks
-    every cap again, and samples down instead when the member said `sample:yes`)."""
-    if sample or not is_animated(data):
-        return
+def check_animation(data: bytes, limits: ImageLimits, *, sample: bool) -> int:
+    """For an animated photo, its largest side ([limits] max_frame_side; 0 for a still).
+    Refuses one over the frame cap before it is queued (the engine checks every cap
+    again, and samples down instead when the member said `sample:yes`)."""
+    if not is_animated(data):
+        return 0
     from engine.animation import caps_text, frame_count
 
     count = frame_count(data)
-    if count > limits.max_frames:
+    if count > limits.max_frames and not sample:
         raise InputProblem(
             f"Your animation has {count} frames; I paint animations of {caps_text(limits)}. "
             f"Send a shorter one, or add `sample:yes` and I'll keep {limits.max_frames} frames "
             "spread over it."
         )
+    return limits.max_frame_side
