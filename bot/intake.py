@@ -10,6 +10,7 @@ hand the job to delivery to follow it to its one answer.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import discord
 
@@ -18,13 +19,45 @@ from bot.buttons import cancel_view
 from bot.conversations import Conversation
 from bot.decoder import DecoderPool
 from bot.delivery import Delivery, JobMeta
-from bot.options import Caps, OptionError, build_settings, strength_label
+from bot.options import MIN_SIZE, Caps, OptionError, build_settings, strength_label
 from bot.replies import status_text
 from bot.settings import Settings
-from bot.validation import InputProblem, Inputs, JobSides, Validations, read_and_check
-from engine.jobs import JobRequest
+from bot.validation import (
+    InputProblem,
+    Inputs,
+    JobSides,
+    Validations,
+    check_animation,
+    read_and_check,
+)
+from engine import memory
+from engine.jobs import JobRequest, TransferSettings
 
 log = logging.getLogger(__name__)
+
+
+def within_memory(settings: TransferSettings, notes: list[str]) -> TransferSettings:
+    """The job's settings if it fits [engine] max_memory (tiled if need be: the engine
+    tiles large outputs itself), else smaller with a note; OptionError when even the
+    smallest picture would not fit (engine/memory.py estimates it)."""
+    budget = memory.budget_mib(settings.max_memory)
+    side = settings.size
+    if memory.fits((side, side), budget=budget, precision=settings.precision):
+        return settings
+    while side > MIN_SIZE and not memory.fits((side, side), budget=budget, precision=settings.precision):
+        side = max(MIN_SIZE, int(side * 0.8))
+    if not memory.fits((side, side), budget=budget, precision=settings.precision):
+        raise OptionError(
+            f"This painter has only {memory.gib(budget)} of memory for a job ([engine] max_memory), "
+            f"and even a {MIN_SIZE}-pixel picture needs about "
+            f"{memory.gib(memory.estimate_mib(MIN_SIZE * MIN_SIZE, precision=settings.precision))}. "
+            "Please tell the host; nothing I can paint fits."
+        )
+    notes.append(
+        f"size reduced to {side} px to fit this painter's {memory.gib(budget)} of memory "
+        "([engine] max_memory)"
+    )
+    return replace(settings, size=side)
 
 
 class Intake:
@@ -49,8 +82,11 @@ class Intake:
         self.decoder = decoder
         self.validations = validations or Validations()
 
-    async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
-        """Validate, queue, acknowledge, and follow the job to its end. None if refused."""
+    async def submit(
+        self, conv: Conversation, inputs: Inputs, meta: JobMeta, *, init_image: bytes = b""
+    ) -> Job | None:
+        """Validate, queue, acknowledge, and follow the job to its end. None if refused.
+        `init_image`: what the job starts from (the Upscale button's previous result)."""
         refusal = self.not_taking_jobs()
         if refusal:
             await conv.say(refusal)
@@ -58,6 +94,7 @@ class Intake:
         try:
             self.queue.check(conv.user.id)  # before downloading anything
             settings, notes = build_settings(self.settings.engine.transfer, meta.options, self.caps)
+            settings = within_memory(settings, notes)
             member = conv.user.id
             with self.validations.claim(
                 member,
@@ -71,6 +108,12 @@ class Intake:
                     decoder=self.decoder,
                     owner=member,
                 )
+            side = check_animation(
+                checked.content, self.settings.engine.limits, sample=meta.options.sample
+            )
+            if side and settings.size > side:  # animations are smaller ([limits] max_frame_side)
+                notes.append(f"size {side} px: animations are at most {side} px")
+                settings = replace(settings, size=side)
         except (Refused, OptionError, InputProblem) as e:
             await conv.say(f"⚠️ {e}")
             return None
@@ -84,6 +127,8 @@ class Intake:
                 output_format=self.settings.engine.output.format,
                 limits=self.settings.engine.limits,
                 quality=self.settings.engine.output.quality,
+                init_image=init_image,
+                sample=meta.options.sample,
             ),
             user_id=conv.user.id,
             channel_id=getattr(conv.channel, "id", 0),

@@ -82,6 +82,8 @@ def status_text(job: Job, *, note: str = "") -> str:
             return f"🎨 Starting… ({ref})"
         fraction = done_fraction(p)
         text = f"🎨 Painting {progress_bar(fraction)} {int(fraction * 100)}%"
+        if p.frames > 1:
+            text += f" · frame {p.frame} of {p.frames}"
         left = eta(job)
         if p.iteration >= p.total:
             text += " · finishing"
@@ -252,13 +254,19 @@ class Encoded:
     note: str = ""
 
 
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
 
 
 def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> Iterator[Encoded]:
     """The result as it came, then smaller: JPEG and WebP at `quality`, then JPEG
     downscaled by 15 % a step. Lazy: each is encoded only if the one before was too big."""
     yield Encoded(result.image, result.format, result.width, result.height)
+    if result.frames > 1:  # an animation stays one: WebP at falling quality, then smaller
+        from engine import animation
+
+        for smaller in animation.smaller_encodings(result.image, quality=quality, min_side=min_side):
+            yield Encoded(*smaller)
+        return
     from engine import images  # Pillow + NumPy; imported on first need
     from engine.jobs import ImageLimits
 

@@ -28,7 +28,7 @@ from bot.conversations import Conversation, InteractionConversation, MessageConv
 from bot.cooldowns import Cooldowns, cooldown_text
 from bot.decoder import DecoderPool, MiB
 from bot.delivery import Delivery, JobMeta
-from bot.inputs import referenced_attachments, rerun_inputs
+from bot.inputs import referenced_attachments, rerun_inputs, result_image
 from bot.intake import Intake
 from bot.options import (
     Caps,
@@ -68,6 +68,10 @@ class StylizeFlags(commands.FlagConverter, prefix="", delimiter=":", case_insens
     )
     seed: int | None = commands.flag(
         default=None, description="A number to repeat a result exactly (leave out for a surprise)"
+    )
+    sample: bool | None = commands.flag(
+        default=None,
+        description="For a long or large GIF: yes = keep fewer frames / pixels instead of refusing",
     )
 
 
@@ -197,6 +201,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 iterations=options.iterations,
                 color=parse_color(options.color),
                 seed=options.seed,
+                sample=bool(options.sample),
             )
             if ctx.interaction is not None:
                 own = [a for a in (content, style, style2, style3) if a is not None]
@@ -362,14 +367,26 @@ class StylizeCog(commands.Cog, name="Stylize"):
         except InputProblem as e:
             await conv.say(f"⚠️ {e}")
             return
+        init_image = b""
+        if spec.action == "u":  # Upscale ×2 starts from this result
+            init_image = await result_image(interaction.message)
+            if not init_image:
+                await conv.say(
+                    "⚠️ I can't read this result's picture any more, so I can't upscale it. "
+                    "Press Again, or send the images again."
+                )
+                return
         await self.submit(
             conv,
             inputs,
             JobMeta(spec.next_options(), spec.source, spec.channel_id, spec.message_id),
+            init_image=init_image,
         )
 
-    async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
-        return await self.intake.submit(conv, inputs, meta)
+    async def submit(
+        self, conv: Conversation, inputs: Inputs, meta: JobMeta, *, init_image: bytes = b""
+    ) -> Job | None:
+        return await self.intake.submit(conv, inputs, meta, init_image=init_image)
 
 
 async def setup_cog(
