@@ -1,4 +1,5 @@
-"""The buttons: Cancel on a status message; Again, More style and Less style on a result.
+"""The buttons: Cancel on a status message; Again, More style, Less style and Upscale ×2
+on a result.
 
 Persistent: each carries what it needs in its custom id (bot/options.py), and the
 bot registers them as dynamic items, so a button pressed after a restart still
@@ -24,7 +25,12 @@ from bot.options import (
 )
 
 HANDLER_COG = "Stylize"
-RERUN_LABELS = {"a": ("button.again", "🔁"), "m": ("button.more", "➕"), "l": ("button.less", "➖")}
+RERUN_LABELS = {
+    "a": ("button.again", "🔁"),
+    "m": ("button.more", "➕"),
+    "l": ("button.less", "➖"),
+    "u": ("button.upscale", "🔍"),
+}
 
 
 @runtime_checkable
@@ -96,10 +102,11 @@ def cancel_view(job_id: str, language: str = "en") -> discord.ui.View:
     return view
 
 
-def result_view(spec: RerunSpec, language: str = "en") -> discord.ui.View:
-    """The three rerun buttons; `spec` is the finished job's (its action is replaced)."""
+def result_view(spec: RerunSpec, language: str = "en", *, upscale: bool = False) -> discord.ui.View:
+    """The rerun buttons, and Upscale ×2 where `upscale` (the result is smaller than the
+    host's max size); `spec` is the finished job's (its action is replaced)."""
     view = discord.ui.View(timeout=None)
-    for action in ("a", "m", "l"):
+    for action in ("a", "m", "l", *(("u",) if upscale else ())):
         view.add_item(RerunButton(replace(spec, action=action), language))
     return view
 

@@ -34,6 +34,7 @@ from bot.replies import (
     status_text,
 )
 from bot.settings import Settings
+from bot.validation import is_animated
 from engine.jobs import ErrorKind, JobFailed, JobResult
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class JobMeta:
         values["options"] = JobOptions(**values["options"])
         values["names"] = tuple(values.get("names", ()))
         return cls(**values)
+
+
+def animated_extension(data: bytes) -> str:
+    return "gif" if data[:4] == b"GIF8" else "webp" if data[8:12] == b"WEBP" else "png"
 
 
 def short(text: str, limit: int = 40) -> str:
@@ -166,7 +171,11 @@ class Delivery:
         """The result as a reply, in the best encoding that fits the upload limit (None: none fits)."""
         extras = await self._kept_inputs(job, meta, conv.filesize_limit)
         view = (
-            result_view(self._spec(job, result, meta), meta.language)
+            result_view(
+                self._spec(job, result, meta),
+                meta.language,
+                upscale=self.can_upscale(job, result),
+            )
             if (meta.source == "m" or extras)
             else None
         )
@@ -220,6 +229,10 @@ class Delivery:
         extras = []
         for i, data in enumerate((job.request.content, *job.request.styles)):
             name = "photo" if i == 0 else f"style-{i}"
+            if i == 0 and await asyncio.to_thread(is_animated, data):
+                # An animation is kept as it came (a still would make Again paint one frame).
+                extras.append((f"{INPUT_PREFIX}{name}.{animated_extension(data)}", data))
+                continue
             compact, ext = await asyncio.to_thread(
                 compact_input, data, settings.size if i == 0 else style_side
             )
@@ -228,9 +241,19 @@ class Delivery:
             return []  # cannot keep the inputs: no buttons for this one
         return extras
 
+    def can_upscale(self, job: Job, result: JobResult) -> bool:
+        """Upscale ×2 on a still picture smaller than the host's max size."""
+        return result.frames <= 1 and job.request.settings.size < self.settings.bot.max_size
+
     @staticmethod
     def _spec(job: Job, result: JobResult, meta: JobMeta) -> RerunSpec:
         settings = job.request.settings
+        # An Upscale job ran fewer iterations; its buttons rerun with the member's count.
+        iterations = (
+            meta.options.iterations
+            if meta.options.upscale and meta.options.iterations
+            else settings.iterations
+        )
         return RerunSpec(
             action="a",
             source=meta.source,
@@ -239,7 +262,7 @@ class Delivery:
             seed=max(result.seed, 0),  # -1: a stopped-early job whose seed was random
             strength=meta.options.strength,
             size=settings.size,
-            iterations=settings.iterations,
+            iterations=iterations,
             color=settings.color,
         )
 

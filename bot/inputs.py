@@ -97,3 +97,17 @@ async def rerun_inputs(
             source.attachments, referenced, max_styles=max_styles
         )
     return inputs_on_result(interaction.message)
+
+
+RESULT_PREFIX = "stylized-"  # the result picture's attachment (bot/delivery.py names it)
+
+
+async def result_image(message: discord.Message | None) -> bytes:
+    """The picture of a result message (what Upscale ×2 starts from); b"" when gone."""
+    for attachment in message.attachments if message else []:
+        if attachment.filename.startswith(RESULT_PREFIX):
+            try:
+                return await attachment.read()
+            except discord.HTTPException:
+                return b""
+    return b""

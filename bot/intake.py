@@ -10,6 +10,7 @@ hand the job to delivery to follow it to its one answer.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import discord
 
@@ -19,13 +20,44 @@ from bot.conversations import Conversation
 from bot.decoder import DecoderPool
 from bot.delivery import Delivery, JobMeta
 from bot.i18n import DEFAULT_LANGUAGE, explain, t
-from bot.options import Caps, OptionError, build_settings, strength_label
+from bot.options import MIN_SIZE, Caps, OptionError, build_settings, strength_label
 from bot.replies import status_text
 from bot.settings import Settings
-from bot.validation import InputProblem, Inputs, JobSides, Validations, read_and_check
-from engine.jobs import JobRequest
+from bot.validation import (
+    InputProblem,
+    Inputs,
+    JobSides,
+    Validations,
+    check_animation,
+    read_and_check,
+)
+from engine import memory
+from engine.jobs import JobRequest, TransferSettings
 
 log = logging.getLogger(__name__)
+
+
+def within_memory(
+    settings: TransferSettings, notes: list[str], language: str | None = None
+) -> TransferSettings:
+    """The job's settings if it fits [engine] max_memory (tiled if need be: the engine
+    tiles large outputs itself), else smaller with a note; OptionError when even the
+    smallest picture would not fit (engine/memory.py estimates it)."""
+    budget = memory.budget_mib(settings.max_memory)
+    side = settings.size
+    if memory.fits((side, side), budget=budget, precision=settings.precision):
+        return settings
+    while side > MIN_SIZE and not memory.fits((side, side), budget=budget, precision=settings.precision):
+        side = max(MIN_SIZE, int(side * 0.8))
+    if not memory.fits((side, side), budget=budget, precision=settings.precision):
+        raise OptionError(
+            "option.no_memory",
+            budget=memory.gib(budget),
+            least=MIN_SIZE,
+            needs=memory.gib(memory.estimate_mib(MIN_SIZE * MIN_SIZE, precision=settings.precision)),
+        )
+    notes.append(t(language, "option.memory_size", side=side, budget=memory.gib(budget)))
+    return replace(settings, size=side)
 
 
 class Intake:
@@ -58,9 +90,11 @@ class Intake:
         *,
         caps: Caps | None = None,
         limit: int | None = None,
+        init_image: bytes = b"",
     ) -> Job | None:
         """Validate, queue, acknowledge, and follow the job to its end. None if refused.
-        `caps` and `limit`: the server's, when it set lower ones than the host's."""
+        `caps` and `limit`: the server's, when it set lower ones than the host's.
+        `init_image`: what the job starts from (the Upscale button's previous result)."""
         language = meta.language
         refusal = self.not_taking_jobs(language)
         if refusal:
@@ -71,6 +105,7 @@ class Intake:
             settings, notes = build_settings(
                 self.settings.engine.transfer, meta.options, caps or self.caps, language
             )
+            settings = within_memory(settings, notes, language)
             member = conv.user.id
             with self.validations.claim(
                 member,
@@ -84,6 +119,12 @@ class Intake:
                     decoder=self.decoder,
                     owner=member,
                 )
+            side = check_animation(
+                checked.content, self.settings.engine.limits, sample=meta.options.sample
+            )
+            if side and settings.size > side:  # animations are smaller ([limits] max_frame_side)
+                notes.append(t(language, "option.animation_size", side=side))
+                settings = replace(settings, size=side)
         except Refused as e:
             await conv.say(f"⚠️ {self.refusal_text(e, language, conv.user.id)}")
             return None
@@ -100,6 +141,8 @@ class Intake:
                 output_format=self.settings.engine.output.format,
                 limits=self.settings.engine.limits,
                 quality=self.settings.engine.output.quality,
+                init_image=init_image,
+                sample=meta.options.sample,
             ),
             user_id=conv.user.id,
             channel_id=getattr(conv.channel, "id", 0),

@@ -77,6 +77,8 @@ def status_text(job: Job, *, note: str = "", language: str | None = None) -> str
             return t(language, "status.starting", ref=ref)
         fraction = done_fraction(p)
         text = t(language, "status.painting", bar=progress_bar(fraction), percent=int(fraction * 100))
+        if p.frames > 1:
+            text += t(language, "status.frame", frame=p.frame, frames=p.frames)
         left = eta(job)
         if p.iteration >= p.total:
             text += t(language, "status.finishing_now")
@@ -253,13 +255,22 @@ class Encoded:
         return self.note_in(None)
 
 
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
 
 
 def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> Iterator[Encoded]:
     """The result as it came, then smaller: JPEG and WebP at `quality`, then JPEG
     downscaled by 15 % a step. Lazy: each is encoded only if the one before was too big."""
     yield Encoded(result.image, result.format, result.width, result.height)
+    if result.frames > 1:  # an animation stays one: WebP at falling quality, then smaller
+        from engine import animation
+
+        for data, fmt, w, h, _english in animation.smaller_encodings(
+            result.image, quality=quality, min_side=min_side
+        ):
+            same_size = (w, h) == (result.width, result.height)
+            yield Encoded(data, fmt, w, h, "result.sent_as" if same_size else "result.shrunk")
+        return
     from engine import images  # Pillow + NumPy; imported on first need
     from engine.jobs import ImageLimits
 

@@ -37,6 +37,12 @@ def help_text(settings: Settings, caps: Caps, language: str | None = None) -> st
         t(language, "help.queue", prefix=p),
         t(language, "help.cancel", prefix=p),
         t(language, "help.buttons"),
+        t(
+            language,
+            "help.animation",
+            frames=limits.max_frames,
+            side=limits.max_frame_side,
+        ),
         t(language, "help.community", prefix=p),
         t(
             language,

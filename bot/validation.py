@@ -249,6 +249,7 @@ async def read_and_check(
         info = await asyncio.to_thread(probe, candidate.label, data, limits)
         longest = None if sides is None else (sides.content if index == 0 else sides.style)
         check_sides(candidate.label, info.width, info.height, longest)
+        original = data
         if decoder is not None:
             check_memory(candidate.label, info, decoder.image_memory)
             data = await decode_in_pool(
@@ -261,6 +262,8 @@ async def read_and_check(
             )
         else:
             await asyncio.to_thread(check_bytes, candidate.label, data, limits)
+        if index == 0 and await asyncio.to_thread(is_animated, original):
+            data = original  # the engine paints every frame (its first decoded fine above)
         datas.append(data)
     return CheckedInputs(
         content=datas[0],
@@ -306,3 +309,33 @@ class Validations:
             self._counts[member_id] -= 1
             if not self._counts[member_id]:
                 del self._counts[member_id]
+
+
+def is_animated(data: bytes) -> bool:
+    from engine.animation import is_animated as animated  # Pillow; imported on first need
+
+    return animated(data)
+
+
+def check_animation(data: bytes, limits: ImageLimits, *, sample: bool) -> int:
+    """For an animated photo, its largest side ([limits] max_frame_side; 0 for a still).
+    Refuses one over the frame cap before it is queued (the engine checks every cap
+    again, and samples down instead when the member said `sample:yes`)."""
+    if not is_animated(data):
+        return 0
+    from engine.animation import caps_text, frame_count
+
+    count = frame_count(data)
+    if count > limits.max_frames and not sample:
+        raise InputProblem(
+            "input.animation_frames",
+            english=(
+                f"Your animation has {count} frames; I paint animations of {caps_text(limits)}. "
+                f"Send a shorter one, or add `sample:yes` and I'll keep {limits.max_frames} frames "
+                "spread over it."
+            ),
+            count=count,
+            frames=limits.max_frames,
+            side=limits.max_frame_side,
+        )
+    return limits.max_frame_side

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Repaint a photo in the style of one or more paintings "
                     "(Gatys, Ecker & Bethge, CVPR 2016). Options left out come from the config file.",
     )
-    p.add_argument("content", type=Path, help="the photo")
+    p.add_argument("content", type=Path, help="the photo, or an animated GIF / WebP / APNG "
+                                              "(then -o out.gif or out.webp)")
     p.add_argument("styles", type=Path, nargs="+", help="one or more style images (blended)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file (.png, .jpg or .webp)")
     p.add_argument("--config", type=Path, help="your TOML settings file (over config/default.toml)")
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=POOLING_MODES)
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--device", choices=DEVICES, help="auto (a GPU if one is found), gpu or cpu")
+    p.add_argument("--max-memory", type=int, help="MiB a job may use; larger jobs run in tiles (0 = auto)")
+    p.add_argument("--tile-above", type=int, help="longest side above which the output is tiled (0 = only "
+                                                  "when --max-memory requires)")
+    p.add_argument("--tile-size", type=int, help="largest tile side, px")
+    p.add_argument("--sample", action="store_true",
+                   help="an animation over the [limits] caps: keep fewer frames / pixels instead of failing")
+    p.add_argument("--init-image", type=Path, help="start from this image (e.g. a smaller result: upscale)")
     p.add_argument("--weights", help="'auto', 'random' (offline testing, not art) or a .h5/.mat path "
                                      "holding the --network's weights")
     p.add_argument("--models-dir", type=Path, help="where weights are stored and downloaded")
@@ -103,7 +111,8 @@ OPTION_TO_SETTING = {
     "init": "init", "noise_ratio": "noise_ratio", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "color": "color", "histogram_method": "histogram_method",
     "style_blend": "style_blend", "style_scale": "style_scale", "network": "network", "pooling": "pooling",
-    "precision": "precision", "device": "device",
+    "precision": "precision", "device": "device", "max_memory": "max_memory",
+    "tile_above": "tile_above", "tile_size": "tile_size",
 }
 
 
@@ -148,13 +157,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_engine_config(args.config)
         settings = settings_from_args(args, config.transfer)
-        fmt = output_format(args, config.output.format)
         quality = args.quality if args.quality is not None else config.output.quality
         check_output_path(args.output)
-        from engine import images
+        from engine import animation, images
 
         content = images.read_image_file(args.content, limits=config.limits)
+        clip = None
+        if animation.is_animated(args.content.read_bytes()):
+            clip = animation.read_animation(args.content.read_bytes(), name=f"'{args.content}'",
+                                            limits=config.limits, size=settings.size,
+                                            iterations=settings.iterations, sample=args.sample)
+            fmt = args.output.suffix.lower().lstrip(".")
+            if fmt not in ("gif", "webp"):
+                raise ValueError(f"{args.content} is animated ({len(clip.frames)} frames): write it "
+                                 f"to a .gif or .webp file, not {args.output.name}")
+            for note in clip.notes:
+                print(f"note: {note}", file=sys.stderr)
+        else:
+            fmt = output_format(args, config.output.format)
         styles = [images.read_image_file(path, limits=config.limits) for path in args.styles]
+        init = (images.read_image_file(args.init_image, limits=config.limits).rgb
+                if args.init_image else None)
         style_blend_weights(settings, len(styles))
     except (ConfigError, ValueError, InputError) as e:
         return fail(EXIT_BAD_INPUT, str(e))
@@ -169,10 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     device.configure(settings.device)  # before the network is built: Keras puts it there
     from engine.transfer import Engine
 
+    if clip is not None:
+        return run_animation(args, weights, clip, [s.rgb for s in styles], settings, fmt, quality)
     bar = None if args.quiet else iteration_bar(settings.iterations)
     try:
         result = Engine(weights).stylize(content.rgb, [s.rgb for s in styles], settings,
-                                         on_progress=bar)
+                                         on_progress=bar, init=init)
     except KeyboardInterrupt:
         return fail(130, "interrupted")
     finally:
@@ -185,6 +210,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     height, width = result.image.shape[:2]
     print(f"wrote {args.output} ({width}x{height}, {result.iterations} iterations, seed {result.seed}, "
           f"{result.elapsed:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def run_animation(args: argparse.Namespace, weights, clip, styles, settings, fmt: str, quality: int) -> int:
+    """Every frame of an animated input, written as an animated GIF or WebP with its timing."""
+    import time
+
+    from engine import animation
+    from engine.transfer import Engine
+
+    started = time.perf_counter()
+    bar = None if args.quiet else iteration_bar(settings.iterations)
+    try:
+        frames = animation.stylize_animation(Engine(weights), clip, styles, settings, on_progress=bar)
+    except KeyboardInterrupt:
+        return fail(130, "interrupted")
+    finally:
+        if bar is not None:
+            bar.close()
+    data, fmt = animation.encode_animation(frames, clip.durations, clip.loop, quality=quality, fmt=fmt)
+    tmp = args.output.with_name(args.output.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, args.output)
+    height, width = frames[0].shape[:2]
+    print(f"wrote {args.output} ({len(frames)} frames of {width}x{height}, "
+          f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
 
 

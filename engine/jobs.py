@@ -80,6 +80,11 @@ class ImageLimits:
 
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 25_000_000
+    # Animated GIF / WebP / APNG (engine/animation.py): most frames, longest side of the
+    # output frames, and frames x pixels x iterations of the whole animation.
+    max_frames: int = 24
+    max_frame_side: int = 256
+    max_animation_work: int = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,18 @@ class TransferSettings:
     device: str = "auto"  # auto, cpu or gpu: chosen once, when the engine process starts
     preview_every: int = 10
     preview_size: int = 128
+    # Memory a job may take, in MiB (engine/memory.py estimates it); 0 = the machine's
+    # memory less a headroom. A job whose estimate is larger runs its finest scale in tiles.
+    max_memory: int = 0
+    # Longest side (px) above which the finest scale runs in overlapping tiles even when
+    # it would fit max_memory (0 = only when it would not); tiles are at most tile_size
+    # px a side and overlap by tile_overlap px, cross-faded (engine/tiling.py).
+    tile_above: int = 1024
+    tile_size: int = 576
+    tile_overlap: int = 96
+    # A temporal term for animations (engine/animation.py): how much a frame's change
+    # where the input frame did not change counts, relative to the total loss.
+    temporal_weight: float = 100.0
 
     def __post_init__(self) -> None:
         problems = settings_problems(self)
@@ -181,6 +198,16 @@ def settings_problems(s: TransferSettings) -> list[str]:
     choice("device", s.device, DEVICES)
     if s.preview_every < 0:
         problems.append("preview_every must be 0 (off) or more")
+    if s.max_memory < 0:
+        problems.append("max_memory must be 0 (auto) or a number of MiB")
+    if s.tile_above < 0:
+        problems.append("tile_above must be 0 (only when memory requires) or more")
+    if s.tile_size < 32:
+        problems.append(f"tile_size must be at least 32 px (got {s.tile_size})")
+    if not 0 <= s.tile_overlap < s.tile_size // 2:
+        problems.append("tile_overlap must be between 0 and half of tile_size")
+    if s.temporal_weight < 0:
+        problems.append("temporal_weight must not be negative")
     return problems
 
 
@@ -278,6 +305,11 @@ class JobRequest:
     output_format: str = "png"
     limits: ImageLimits = field(default_factory=ImageLimits)
     quality: int = OUTPUT_QUALITY  # for jpeg and webp output ([output] quality)
+    # Optional starting image (encoded, e.g. PNG): the Upscale button's previous result,
+    # resized to the output size by the engine; empty = start as settings.init says.
+    init_image: bytes = b""
+    # An animated input is sampled down to the caps ([limits]) instead of refused.
+    sample: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,6 +323,8 @@ class Progress:
     preview_png: bytes | None = None
     job_id: str = ""
     fraction: float = 0.0  # of the job's work done, weighted by cost: for bars and ETAs
+    frame: int = 0  # an animation's frame being painted (1-based; 0 = a still picture)
+    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -307,6 +341,7 @@ class JobResult:
     # The bot's time limit ([bot] job_timeout) stopped the job: `image` is the last
     # preview the engine sent, `iterations` how far it got.
     stopped_early: bool = False
+    frames: int = 1  # an animation's frame count (the image is then a GIF or WebP)
 
 
 class ErrorKind(str, enum.Enum):

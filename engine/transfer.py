@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from engine import backends, color, device, images, losses, optimize
+from engine import backends, color, device, images, losses, memory, optimize, tiling
 from engine.errors import Cancelled, WeightsError
 from engine.jobs import (
     NETWORK_LABELS,
@@ -171,7 +171,9 @@ class Objective:
         self.step = backend.value_and_grad(self.__call__, self.model.variables)
         noise = optimize.NOISE_BFLOAT16 if network.key.precision == "bfloat16" else optimize.NOISE_FLOAT32
         self.loops = optimize.DeviceLoops(backend, self.__call__, self.model.variables,
-                                          term_names=("content", "style", "tv"), noise=noise)
+                                          term_names=self.TERMS, noise=noise)
+
+    TERMS: tuple[str, ...] = ("content", "style", "tv")
 
     def __call__(self, image, content_targets, style_targets, content_scales, style_scales,
                  content_weights, style_weights, tv_weight):
@@ -196,6 +198,21 @@ class Objective:
         tv = losses.total_variation_loss(image)
         total = content + style + tv_weight * tv
         return total, {"content": content, "style": style, "tv": tv}
+
+
+class TemporalObjective(Objective):
+    """The loss plus a temporal term for an animation's frame (engine/animation.py):
+    w_t · mean(mask · ((x − previous) / 255)²), where `previous` is the previous frame's
+    result and `mask` (H, W, 1) is 1 where the input frame did not change."""
+
+    TERMS = ("content", "style", "tv", "temporal")
+
+    def __call__(self, image, content_targets, style_targets, content_scales, style_scales,
+                 content_weights, style_weights, tv_weight, previous, mask, temporal_weight):
+        total, terms = super().__call__(image, content_targets, style_targets, content_scales,
+                                        style_scales, content_weights, style_weights, tv_weight)
+        temporal = ops.mean(mask * ops.square((image - previous) / 255.0))
+        return total + temporal_weight * temporal, {**terms, "temporal": temporal}
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -269,13 +286,13 @@ class Engine:
     def _layer_names(settings: TransferSettings) -> list[str]:
         return [n for n, _ in settings.content_layers] + [n for n, _ in settings.style_layers]
 
-    def objective(self, settings: TransferSettings) -> Objective:
+    def objective(self, settings: TransferSettings, temporal: bool = False) -> Objective:
         network = self.network(settings)
         content = tuple(n for n, _ in settings.content_layers)
         style = tuple(n for n, _ in settings.style_layers)
-        key = (id(network), content, style)
+        key = (id(network), content, style, temporal)
         if key not in self._objectives:
-            self._objectives[key] = Objective(network, content, style)
+            self._objectives[key] = (TemporalObjective if temporal else Objective)(network, content, style)
         return self._objectives[key]
 
     # -- stylize: setup, targets, loop -----------------------------------------------------
@@ -284,8 +301,17 @@ class Engine:
                 settings: TransferSettings = TransferSettings(), *,
                 on_progress: ProgressCallback | None = None,
                 should_stop: StopCheck | None = None,
-                on_image: ImageCallback | None = None) -> StylizeResult:
+                on_image: ImageCallback | None = None,
+                init: np.ndarray | None = None,
+                temporal: tuple[np.ndarray, np.ndarray, float] | None = None) -> StylizeResult:
         """Repaint `content` (RGB 0..255, any size) in the style of `styles`.
+
+        `init` (RGB 0..255, any size) replaces settings.init as the starting image:
+        resized to the first level, e.g. a smaller earlier result (Upscale).
+        Levels whose estimated memory exceeds settings.max_memory, or whose longest
+        side is above settings.tile_above, run in overlapping tiles (tile_plan).
+        `temporal` = (previous result, mask, weight): an animation frame's temporal term
+        (TemporalObjective; such a job is never tiled: frames are small).
 
         Returns the image at `settings.size` on its longest side. Progress is reported
         after every network evaluation; `should_stop` is checked between evaluations.
@@ -294,19 +320,43 @@ class Engine:
         """
         started = time.perf_counter()
         seed = resolve_seed(settings.seed)
-        job = self.prepare(content, styles, settings)
-        reporter = _Reporter(settings, on_progress, should_stop, started, plan=job.plan,
+        if settings.color == "luminance":  # the optimiser works on luminance (grey) images
+            grey = lambda rgb: color._grey_rgb(color.luminance(np.asarray(rgb, np.float32)))  # noqa: E731
+            init = None if init is None else grey(init)
+            temporal = None if temporal is None else (grey(temporal[0]), temporal[1], temporal[2])
+        job = self.prepare(content, styles, settings, temporal=temporal is not None)
+        tiles = {level.shape: self.tile_plan(level.shape, settings, job) if temporal is None
+                 else memory.TilePlan(level.shape, None, 0, 0.0, 0.0, 0.0) for level in job.plan}
+        # Progress counts every tile's iterations: a tiled level is `tiles` times as long.
+        counted = [Level(level.shape, level.iterations * len(tiling.grid(level.shape, plan.tile, plan.overlap)))
+                   if (plan := tiles[level.shape]).tiled else level for level in job.plan]
+        reporter = _Reporter(settings, on_progress, should_stop, started, plan=counted,
                              on_image=on_image,
                              finish=(lambda im: color.recombine_luminance(im, images.resize_to(job.content, im.shape[:2])))
                              if settings.color == "luminance" else None)
         x = None
         for level in job.plan:
+            if x is None and init is not None:  # the Upscale button: the previous result
+                x = np.clip(images.resize_to(np.asarray(init, np.float32), level.shape),
+                            PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+            elif x is not None:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
+                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+            if tiles[level.shape].tiled:
+                if x is None:
+                    x = initial_image(fit(job.content_seen, level.shape), settings.init,
+                                      settings.noise_ratio, seed, job.objective.mean_bgr[::-1])
+                x = self._optimize_tiled(job, level, tiles[level.shape], x, reporter)
+                continue
             level_content, args = job.level(level.shape)
+            if temporal is not None:
+                previous, mask, weight = temporal
+                args = (*args, fit(np.asarray(previous, np.float32), level.shape),
+                        fit(np.asarray(mask, np.float32)[..., 0], level.shape)[..., None]
+                        if mask.shape[:2] != level.shape else np.asarray(mask, np.float32),
+                        np.float32(weight))
             if x is None:
                 x = initial_image(level_content, settings.init, settings.noise_ratio, seed,
                                   job.objective.mean_bgr[::-1])
-            else:  # coarse-to-fine: the previous scale's result, upsampled, starts this one
-                x = np.clip(images.resize_to(x, level.shape), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
             x = self._optimize(job.objective, args, x, level.iterations, settings, reporter)
         result = np.clip(x, PIXEL_MIN, PIXEL_MAX).astype(np.float32)
         if settings.color == "luminance":
@@ -315,7 +365,7 @@ class Engine:
                              time.perf_counter() - started)
 
     def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray],
-                settings: TransferSettings = TransferSettings()) -> PreparedJob:
+                settings: TransferSettings = TransferSettings(), *, temporal: bool = False) -> PreparedJob:
         """Everything a job needs before its first step: the photo at `settings.size`
         and the styles at `style_size`, the colour mode applied, the loss, the blend
         weights and the pyramid plan. stylize() runs one; benchmarks score their
@@ -326,8 +376,41 @@ class Engine:
         content = images.resize_longest(np.asarray(content, np.float32), settings.size)
         styles = [images.resize_longest(np.asarray(s, np.float32), style_size(settings)) for s in styles]
         content_seen, styles_seen = network_inputs(content, styles, settings)
-        return PreparedJob(settings, self.objective(settings), content, content_seen, styles_seen,
+        return PreparedJob(settings, self.objective(settings, temporal), content, content_seen, styles_seen,
                            blend, pyramid_plan(content.shape[:2], settings))
+
+    def tile_plan(self, shape: tuple[int, int], settings: TransferSettings,
+                  job: PreparedJob | None = None) -> memory.TilePlan:
+        """Whether (and in which tiles) a level of `shape` runs, by engine/memory.py."""
+        style_pixels = max((s.shape[0] * s.shape[1] for s in job.styles_seen), default=0) if job else 0
+        return memory.plan_tiles(shape, budget=memory.budget_mib(settings.max_memory),
+                                 tile_above=settings.tile_above, tile_size=settings.tile_size,
+                                 overlap=settings.tile_overlap, backend=backends.name(),
+                                 precision=self.precision(settings), style_pixels=style_pixels)
+
+    def _optimize_tiled(self, job: PreparedJob, level: Level, plan: memory.TilePlan,
+                        x0: np.ndarray, reporter: _Reporter) -> np.ndarray:
+        """The level optimised a tile at a time. Every tile matches the GLOBAL Gram
+        targets of the styles (and is standardised by the whole job's statistics), so
+        the style is the same in every tile; its content target is its own region's.
+        Each tile starts from the picture as it stands (its finished neighbours where
+        they overlap it), and enters it cross-faded over the overlap (engine/tiling.py)."""
+        settings, objective = job.settings, job.objective
+        content = fit(job.content_seen, level.shape)
+        styles = [fit_longest(s, round(max(s.shape[:2]) * max(level.shape) / settings.size))
+                  for s in job.styles_seen]
+        chunk = memory.chunk_side(plan.tile, self.precision(settings))
+        shared = tiled_targets(objective, content, styles, job.blend, chunk)
+        canvas = tiling.Canvas(x0)
+        for tile in tiling.grid(level.shape, plan.tile, plan.overlap):
+            feats = objective.network.features(content[tile.region], objective.content_layers)
+            targets = replace(shared, content=[feats[n] * s for n, s in
+                                               zip(objective.content_layers, shared.content_scales, strict=True)])
+            args = loss_weights(settings, targets)
+            image = self._optimize(objective, args, canvas.crop(tile), level.iterations, settings,
+                                   _TileReporter(reporter, canvas, tile))
+            canvas.add(tile, image)
+        return canvas.image()
 
     @staticmethod
     def _optimize(objective: Objective, args: tuple, x0: np.ndarray, iterations: int,
@@ -371,6 +454,10 @@ class Engine:
         """Decode, stylise and encode one request from the bot. Errors are raised typed:
         InputError (the user's image), ValueError (settings), Cancelled, anything else a bug."""
         started = time.perf_counter()
+        from engine import animation
+
+        if animation.is_animated(request.content):
+            return self.run_animation(request, on_progress=on_progress, should_stop=should_stop)
         content = images.load_image(request.content, name="the photo", limits=request.limits)
         styles = [
             images.load_image(data, name=style_name(i, len(request.styles)), limits=request.limits)
@@ -381,8 +468,10 @@ class Engine:
             if on_progress is not None:
                 on_progress(replace(progress, job_id=request.job_id))
 
+        init = (images.load_image(request.init_image, name="the previous result", limits=request.limits).rgb
+                if request.init_image else None)
         result = self.stylize(content.rgb, [s.rgb for s in styles], request.settings,
-                              on_progress=report, should_stop=should_stop)
+                              on_progress=report, should_stop=should_stop, init=init)
         alpha = content.alpha
         data = images.encode_image(result.image, format=request.output_format,
                                    quality=request.quality, alpha=alpha)
@@ -391,6 +480,36 @@ class Engine:
             job_id=request.job_id, image=data, format=request.output_format, width=width,
             height=height, elapsed=time.perf_counter() - started, seed=result.seed,
             iterations=result.iterations, final_loss=float(result.losses.get("total", float("nan"))),
+        )
+
+
+    def run_animation(self, request: JobRequest, *, on_progress: ProgressCallback | None = None,
+                      should_stop: StopCheck | None = None) -> JobResult:
+        """An animated GIF / WebP / APNG photo: every frame stylised (engine/animation.py),
+        the result an animated GIF or WebP (whichever is smaller) with the input's timing."""
+        from engine import animation
+
+        started = time.perf_counter()
+        settings = request.settings
+        clip = animation.read_animation(request.content, name="the animation", limits=request.limits,
+                                        size=settings.size, iterations=settings.iterations,
+                                        sample=request.sample)
+        styles = [images.load_image(data, name=style_name(i, len(request.styles)), limits=request.limits).rgb
+                  for i, data in enumerate(request.styles)]
+        seed = resolve_seed(settings.seed)
+
+        def report(progress: Progress) -> None:
+            if on_progress is not None:
+                on_progress(replace(progress, job_id=request.job_id))
+
+        frames = animation.stylize_animation(self, clip, styles, replace(settings, seed=seed),
+                                             on_progress=report, should_stop=should_stop)
+        data, fmt = animation.encode_animation(frames, clip.durations, clip.loop, quality=request.quality)
+        height, width = frames[0].shape[:2]
+        return JobResult(
+            job_id=request.job_id, image=data, format=fmt, width=width, height=height,
+            elapsed=time.perf_counter() - started, seed=seed,
+            iterations=settings.iterations, final_loss=float("nan"), frames=len(frames),
         )
 
 
@@ -462,6 +581,42 @@ def targets(objective: Objective, content, styles, blend) -> Targets:
                    [scales[n] for n in objective.style_layers])
 
 
+def tiled_targets(objective: Objective, content, styles, blend, chunk: int) -> Targets:
+    """The job's channel scales and Gram targets computed piece by piece (forward
+    passes over pieces of at most `chunk` px), so that a picture too large for one
+    pass still gets the targets of the whole: per-channel mean squares and Gram sums
+    add up over pieces. `content` is left empty (each tile brings its own)."""
+
+    def statistics(image):
+        sums = {n: 0.0 for n in objective.layers}
+        grams = {n: 0.0 for n in objective.style_layers}
+        counts = {n: 0 for n in objective.layers}
+        for piece in tiling.grid(image.shape[:2], (chunk, chunk), 0):
+            feats = objective.network.features(image[piece.region], objective.layers)
+            for name, f in feats.items():
+                flat = np.asarray(f, np.float64).reshape(-1, f.shape[-1])
+                sums[name] = sums[name] + np.square(flat).sum(axis=0)
+                counts[name] += flat.shape[0]
+                if name in grams:
+                    grams[name] = grams[name] + flat.T @ flat
+        rms = {n: np.sqrt(sums[n] / max(counts[n], 1)) for n in objective.layers}
+        return rms, {n: grams[n] / max(counts[n], 1) for n in grams}
+
+    content_rms, _ = statistics(content)
+    style_stats = [statistics(style) for style in styles]
+    pool_weights = [1.0, *blend]
+    scales = {name: losses.channel_scales(
+        [content_rms[name]] + [rms[name] for rms, _ in style_stats],
+        pool_weights, objective.network.reference_rms(name)) for name in objective.layers}
+    grams = []
+    for name in objective.style_layers:
+        s = scales[name].astype(np.float64)
+        grams.append(sum(w * (s[:, None] * g[name] * s[None, :]) for w, (_, g) in
+                         zip(blend, style_stats, strict=True)).astype(np.float32))
+    return Targets([], grams, [scales[n] for n in objective.content_layers],
+                   [scales[n] for n in objective.style_layers])
+
+
 def loss_weights(settings: TransferSettings, targets: Targets) -> tuple:
     """The targets and the layers' weights, (1 − λ)·w_l and λ·w_l, as step arguments."""
     content_part, style_part = losses.strength_split(settings.style_strength)
@@ -480,6 +635,26 @@ def loss_weights(settings: TransferSettings, targets: Targets) -> tuple:
 
 def style_name(index: int, count: int) -> str:
     return "the style image" if count == 1 else f"style image {index + 1}"
+
+
+class _TileReporter:
+    """A _Reporter for one tile: previews show the whole picture with the tile in it."""
+
+    def __init__(self, reporter: _Reporter, canvas: tiling.Canvas, tile: tiling.Tile) -> None:
+        self.reporter, self.canvas, self.tile = reporter, canvas, tile
+
+    def __getattr__(self, name):
+        return getattr(self.reporter, name)
+
+    def evaluated(self, image, loss, terms) -> None:
+        r = self.reporter
+        every = r.settings.preview_every
+        shown = r.on_image is not None or (r.on_progress is not None and bool(every) and (
+            (r.count + 1) % every == 0 or r.count + 1 == r.total))
+        if image is not None and shown:
+            image = self.canvas.preview(self.tile, np.asarray(image, np.float32).reshape(
+                self.tile.height, self.tile.width, 3))
+        self.reporter.evaluated(image, loss, terms)
 
 
 class _Reporter:

@@ -30,7 +30,7 @@ from bot.cooldowns import Cooldowns, cooldown_text
 from bot.decoder import DecoderPool, MiB
 from bot.delivery import Delivery, JobMeta
 from bot.i18n import explain, t
-from bot.inputs import referenced_attachments, rerun_inputs
+from bot.inputs import referenced_attachments, rerun_inputs, result_image
 from bot.intake import Intake
 from bot.options import (
     Caps,
@@ -79,6 +79,10 @@ class StylizeFlags(commands.FlagConverter, prefix="", delimiter=":", case_insens
         default=None,
         aliases=["style", "スタイル"],
         description="A style this server saved (/style list shows them)",
+    )
+    sample: bool | None = commands.flag(
+        default=None,
+        description="For a long or large GIF: yes = keep fewer frames / pixels instead of refusing",
     )
 
 
@@ -246,6 +250,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
                 iterations=options.iterations,
                 color=parse_color(options.color) or server.color,
                 seed=options.seed,
+                sample=bool(options.sample),
             )
             if ctx.interaction is not None:
                 own = [a for a in (content, style, style2, style3) if a is not None]
@@ -465,13 +470,22 @@ class StylizeCog(commands.Cog, name="Stylize"):
         except InputProblem as e:
             await conv.say(f"⚠️ {explain(e, language)}")
             return
+        init_image = b""
+        if spec.action == "u":  # Upscale ×2 starts from this result
+            init_image = await result_image(interaction.message)
+            if not init_image:
+                await conv.say(t(language, "rerun.no_result_image"))
+                return
         await self.submit(
             conv,
             inputs,
             JobMeta(spec.next_options(), spec.source, spec.channel_id, spec.message_id),
+            init_image=init_image,
         )
 
-    async def submit(self, conv: Conversation, inputs: Inputs, meta: JobMeta) -> Job | None:
+    async def submit(
+        self, conv: Conversation, inputs: Inputs, meta: JobMeta, *, init_image: bytes = b""
+    ) -> Job | None:
         """Queue a job under the caps and the per-member limit of the server it comes from,
         to be followed in its member's language."""
         server = await self.community.server(conv.guild.id if conv.guild else None)
@@ -485,6 +499,7 @@ class StylizeCog(commands.Cog, name="Stylize"):
             meta,
             caps=server_caps(self.settings.bot, server),
             limit=server_limit(self.settings.bot, server),
+            init_image=init_image,
         )
 
 

@@ -45,6 +45,10 @@ def job(job_id: str, guild: int, user: int, seq: int) -> Job:
         JobResult("0000aaaa", b"\x89PNG result", "png", 48, 36, 1.5, 7, 3, 0.25),
         JobFailed("0000aaaa", ErrorKind.BAD_INPUT, "The photo is broken.", "trace"),
         Progress(2, 3, {"total": 1.5, "style": 0.5}, 0.3, b"preview", job_id="0000aaaa"),
+        # Issue 14: an Upscale job's starting image, an animation's frames and progress.
+        JobRequest("0000bbbb", b"GIF89a", (b"style",), init_image=b"\x89PNG result", sample=True),
+        JobResult("0000bbbb", b"GIF89a out", "gif", 48, 36, 1.5, 7, 3, 0.25, frames=6),
+        Progress(2, 18, {"total": 1.5}, 0.3, None, job_id="0000bbbb", frame=1, frames=6),
     ],
 )
 def test_every_message_survives_the_wire(message):

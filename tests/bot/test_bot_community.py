@@ -434,7 +434,7 @@ async def test_a_japanese_member_gets_japanese_replies_and_an_english_one_englis
         )
         assert "強さ 強め" in result.content and "シード 4" in result.content
         labels = [b["label"] for b in result.buttons]
-        assert labels == ["もう一度", "スタイル強め", "スタイル控えめ"]
+        assert labels == ["もう一度", "スタイル強め", "スタイル控えめ", "2 倍に拡大"]
         # The card: what, the settings, the time, the device, the style as a thumbnail.
         card = result.embeds[0]
         assert card["title"] == "photo.png × starry.png"
@@ -451,7 +451,7 @@ async def test_a_japanese_member_gets_japanese_replies_and_an_english_one_englis
         inter = await fake.send_slash_command("stylize", {"content": PHOTO, "style": STYLE}, user=fake.alice)
         english = await result_after(fake, result.id)
         assert english.content.startswith(f"{fake.alice.mention} here is **photo.png** in the style of **starry.png**")
-        assert [b["label"] for b in english.buttons] == ["Again", "More style", "Less style"]
+        assert [b["label"] for b in english.buttons] == ["Again", "More style", "Less style", "Upscale ×2"]
         card = english.embeds[0]
         assert [f["name"] for f in card["fields"]] == ["Settings", "Time", "Device"]
         assert card["fields"][1]["value"].startswith("4 iterations in ")

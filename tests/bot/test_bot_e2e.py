@@ -78,7 +78,7 @@ async def test_text_command_acknowledges_updates_and_replies_with_the_picture(en
         assert image.format == "PNG" and max(image.size) == SIZE and image.size == (48, 36)
         assert result.reference_id == command.id
         assert fake.alice.mention in result.content and "photo.png" in result.content
-        assert [c.split(":")[2] for c in result.custom_ids] == ["a", "m", "l"]
+        assert [c.split(":")[2] for c in result.custom_ids] == ["a", "m", "l", "u"]
         # One status message, edited (progress bar and a preview), then cleaned up.
         assert ack.deleted
         texts = [e["content"] for e in ack.edits]

@@ -116,3 +116,15 @@ def test_network_option_runs_vgg16(inputs, tmp_path, capsys):
     assert main([str(photo), str(style), "-o", str(out), *FAST, "--network", "vgg16",
                  "--style-layers", "conv3_4"]) == EXIT_BAD_INPUT
     assert "unknown layer 'conv3_4' for VGG-16" in capsys.readouterr().err
+
+
+def test_animated_gif_in_animated_gif_out_with_its_timing(inputs, tmp_path):
+    from tests.engine.test_animation import gif, moving_square, timing
+
+    _, style = inputs
+    clip, out = tmp_path / "in.gif", tmp_path / "out.gif"
+    clip.write_bytes(gif(moving_square(4), [70, 120, 70, 120], loop=2))
+    assert main([str(clip), str(style), "-o", str(out), *FAST, "--size", "48"]) == 0
+    assert timing(out.read_bytes()) == ("GIF", [70, 120, 70, 120], 2)
+    # An animation is not written to a still format.
+    assert main([str(clip), str(style), "-o", str(tmp_path / "x.png"), *FAST]) == EXIT_BAD_INPUT

@@ -100,9 +100,15 @@ def test_two_styles_blend_between_their_results(engine):
     content = smooth_photo()
     blue = stripes_texture()
     red = blue[..., ::-1].copy()
-    only_blue = engine.stylize(content, [blue], TINY).image
-    mostly_red = engine.stylize(content, [blue, red], TINY.with_(style_blend=(0.1, 0.9))).image
-    assert mostly_red[..., 0].mean() - mostly_red[..., 2].mean() > only_blue[..., 0].mean() - only_blue[..., 2].mean()
+    # 60 float32 steps: after 20 the colours of this tiny random network are still chaotic
+    # (blends 0.9/0.1 and 0.1/0.9 came out alike), and bfloat16 moves them differently per CPU.
+    settings = TINY.with_(iterations=60, precision="float32")
+
+    def red_minus_blue(blend):
+        image = engine.stylize(content, [blue, red], settings.with_(style_blend=blend)).image
+        return image[..., 0].mean() - image[..., 2].mean()
+
+    assert red_minus_blue((0.1, 0.9)) - red_minus_blue((0.9, 0.1)) > 40
     with pytest.raises(ValueError, match="one weight per style"):
         engine.stylize(content, [blue, red], TINY.with_(style_blend=(1.0,)))
 
