@@ -265,7 +265,7 @@ def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> 
     if result.frames > 1:  # an animation stays one: WebP at falling quality, then smaller
         from engine import animation
 
-        for data, fmt, w, h, _english in animation.smaller_encodings(
+        for data, fmt, w, h in animation.smaller_encodings(
             result.image, quality=quality, min_side=min_side
         ):
             same_size = (w, h) == (result.width, result.height)
@@ -290,12 +290,7 @@ def result_encodings(result: JobResult, *, quality: int, min_side: int = 64) -> 
                 "result.sent_as",
             )
     height, width = rgb.shape[:2]
-    scale = 1.0
-    while True:
-        scale *= 0.85
-        h, w = round(height * scale), round(width * scale)
-        if min(h, w) < min_side:
-            return
+    for h, w in images.shrinking_sizes(height, width, min_side):
         small = images.resize_to(rgb, (h, w))
         yield Encoded(
             images.encode_image(small, format="jpeg", quality=quality, alpha=alpha),

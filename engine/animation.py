@@ -264,7 +264,7 @@ def read_frames(data: bytes) -> tuple[list[np.ndarray], list[int], int]:
 def smaller_encodings(data: bytes, *, quality: int, min_side: int = 64):
     """An animated result re-encoded smaller, lazily, for an upload limit: WebP at the
     given quality and lower, then every frame shrunk by 15 % a step, as (data, format,
-    width, height, note) (bot/replies.py)."""
+    width, height) (bot/replies.py says why, in the member's language)."""
     frames, durations, loop = read_frames(data)
     height, width = frames[0].shape[:2]
     for q in (quality, 60, 40):
@@ -272,14 +272,8 @@ def smaller_encodings(data: bytes, *, quality: int, min_side: int = 64):
         pil = [Image.fromarray(np.clip(f + 0.5, 0, 255).astype(np.uint8)) for f in frames]
         pil[0].save(out, "WEBP", save_all=True, append_images=pil[1:], duration=durations, loop=loop,
                     quality=q, method=4)
-        yield (out.getvalue(), "webp", width, height,
-               "sent as animated WebP to fit this server's upload limit")
-    scale = 1.0
-    while True:
-        scale *= 0.85
-        h, w = round(height * scale), round(width * scale)
-        if min(h, w) < min_side:
-            return
+        yield out.getvalue(), "webp", width, height
+    for h, w in images.shrinking_sizes(height, width, min_side):
         small = [images.resize_to(f, (h, w)) for f in frames]
         data, fmt = encode_animation(small, durations, loop, quality=40)
-        yield data, fmt, w, h, f"shrunk to {w}×{h} to fit this server's upload limit"
+        yield data, fmt, w, h

@@ -657,6 +657,18 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
 
 
+def shrinking_sizes(height: int, width: int, min_side: int, step: float = 0.85):
+    """(h, w), 15 % smaller each time (the aspect kept), until a side would fall below
+    `min_side`: the sizes tried, lazily, when a result must fit an upload limit."""
+    scale = 1.0
+    while True:
+        scale *= step
+        h, w = round(height * scale), round(width * scale)
+        if min(h, w) < min_side:
+            return
+        yield h, w
+
+
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Lanczos-resize an H x W or H x W x C float array to size = (h, w).
 
